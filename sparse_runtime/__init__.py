@@ -1,0 +1,1 @@
+"""The inference backend: runtime plugins, ONNX export with static shapes, deploy forms."""

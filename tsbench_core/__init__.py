@@ -1,0 +1,1 @@
+"""tsbench: a plugin-based benchmark registry for pruning Transformer time-series forecasters."""

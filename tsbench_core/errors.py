@@ -1,0 +1,27 @@
+"""Exceptions with a user-facing message. The CLI turns ``UserError`` into exit code 2 without a traceback."""
+
+from __future__ import annotations
+
+
+class TsbenchError(Exception):
+    """Base class of every tsbench error."""
+
+
+class UserError(TsbenchError):
+    """A mistake in the user's input (spec, data file, option): reported as one clear message, exit code 2."""
+
+
+class PluginError(TsbenchError):
+    """A plugin could not be loaded or registered."""
+
+
+class DataError(UserError):
+    """A data file is missing, malformed, or does not fit the requested windows."""
+
+
+class CellError(TsbenchError):
+    """A cell failed at run time (NaN loss, export failure, output mismatch...): stored as a failed row."""
+
+
+class RuntimeUnavailable(CellError):
+    """The runtime cannot run here (library missing, no CUDA, Python too new): the cell is stored as skipped."""

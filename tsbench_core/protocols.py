@@ -1,0 +1,190 @@
+"""What a plugin of each kind provides.
+
+Every plugin object has ``name`` (unique within its kind), ``description`` (one line) and ``params_model``
+(a pydantic model with ``extra="forbid"``: the single source of truth for its options — spec validation, the
+JSON Schema and the docs all come from it). It may define ``availability()``; when absent the plugin is
+available. The rest depends on the kind, below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from tsbench_core.data import Batch, DatasetSplits, DataShape, TimeEncoding, Windows
+
+
+class PluginParams(BaseModel):
+    """Base class for plugin params models: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class NoParams(PluginParams):
+    """For plugins without options."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a plugin can run on this machine, and why not."""
+
+    available: bool
+    reason: str = ""
+
+    @classmethod
+    def yes(cls) -> Availability:
+        return cls(True, "")
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@runtime_checkable
+class Plugin(Protocol):
+    name: str
+    description: str
+    params_model: type[BaseModel]
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class DatasetPlugin(Plugin, Protocol):
+    def load(self, params: BaseModel, windows: Windows, data_dir: Path | None) -> DatasetSplits:
+        """Read (or generate) the series, split, scale on train rows, and return windowed splits.
+
+        Raises ``errors.DataError`` with the file, column and row for bad input.
+        """
+        ...
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ModelPlugin(Plugin, Protocol):
+    def build(self, params: BaseModel, shape: DataShape) -> nn.Module:
+        """Build the model. ``forward(x_enc, x_mark_enc, x_dec, x_mark_dec)`` returns ``[B, pred_len, C]``
+        with ``C >= shape.c_out``; the last ``c_out`` channels are the forecast."""
+        ...
+
+
+def time_encoding_of(params: BaseModel) -> TimeEncoding:
+    """Models with ``embed="timeF"`` (or no ``embed``) take normalised marks; fixed/learned take calendar ints."""
+    return "timeF" if getattr(params, "embed", "timeF") == "timeF" else "calendar"
+
+
+# --- pruners ----------------------------------------------------------------------------------------------
+
+PruneStructure = Literal["unstructured", "structured", "semi-structured"]
+TrainFn = Callable[..., Any]
+
+
+@dataclass
+class PruneContext:
+    """What a pruner may use besides the model: example inputs (for dependency graphs), data for importance
+    scores, and the training loop (for pruning during fine-tuning)."""
+
+    model_name: str
+    example_inputs: tuple[torch.Tensor, ...]
+    calibration_batches: Callable[[], Iterable[Batch]]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    train: TrainFn  # train(model, epochs=..., lr=..., masks=None, on_step=None) -> dict of metrics
+    seed: int = 0
+    workdir: Path | None = None
+
+
+@dataclass
+class PruneResult:
+    """A pruned model and what is needed to fine-tune, store and reload it.
+
+    ``masks`` (parameter name -> bool keep-mask) keep zeros at zero during fine-tuning; ``structure`` is the
+    JSON-able state ``restore`` needs to rebuild the pruned architecture before loading its weights.
+    """
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor] | None = None
+    structure: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class PrunerPlugin(Plugin, Protocol):
+    structure: PruneStructure
+
+    def prune(
+        self, model: nn.Module, target_sparsity: float, params: BaseModel, context: PruneContext
+    ) -> PruneResult:
+        """Prune ``model`` (in place or a copy) to ``target_sparsity`` and finalise it (no masks left on it)."""
+        ...
+
+    def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+        """Turn a freshly built dense model into the pruned architecture recorded in ``structure``
+        (identity for unstructured pruners)."""
+        ...
+
+
+# --- runtimes ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class RuntimeSession(Protocol):
+    """A model prepared for one runtime, static batch size and thread count."""
+
+    info: dict[str, Any]  # runtime_info: versions, providers, supported-op fraction, fallbacks...
+
+    def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RuntimePlugin(Plugin, Protocol):
+    device: str  # "cpu" or "cuda"
+
+    def availability(self) -> Availability: ...
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries this runtime uses (recorded in the run environment)."""
+        ...
+
+    def prepare(
+        self,
+        model: nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        params: BaseModel,
+        *,
+        threads: int,
+        workdir: Path,
+    ) -> RuntimeSession:
+        """Export/compile ``model`` (eval mode, weights as given) for inputs shaped like ``example_inputs``."""
+        ...
+
+
+KINDS = ("model", "dataset", "pruner", "runtime")
+Kind = Literal["model", "dataset", "pruner", "runtime"]
+PROTOCOL_OF_KIND: dict[str, type] = {
+    "model": ModelPlugin,
+    "dataset": DatasetPlugin,
+    "pruner": PrunerPlugin,
+    "runtime": RuntimePlugin,
+}
+
+
+def availability_of(plugin: Any) -> Availability:
+    check = getattr(plugin, "availability", None)
+    if check is None:
+        return Availability.yes()
+    try:
+        return check()
+    except Exception as exc:  # an availability probe must never take the host down
+        return Availability.no(f"availability check raised {type(exc).__name__}: {exc}")
