@@ -1,0 +1,53 @@
+"""Helpers shared by the runtime plugins: deploy forms, input conversion, thread pinning."""
+
+from __future__ import annotations
+
+import copy
+import platform
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def set_deploy_form(model: nn.Module, enabled: bool = True) -> list[str]:
+    """Call ``set_deploy_form(enabled)`` on every submodule that has it; return their qualified names."""
+    switched = []
+    for name, module in model.named_modules():
+        hook = getattr(module, "set_deploy_form", None)
+        if callable(hook):
+            hook(enabled)
+            switched.append(name or "<root>")
+    return switched
+
+
+def deploy_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """An eval-mode copy of ``model`` in deploy form (the caller's model is left untouched)."""
+    clone = copy.deepcopy(model).eval()
+    return clone, set_deploy_form(clone, True)
+
+
+def to_tensors(inputs: Sequence[np.ndarray], device: str = "cpu") -> list[torch.Tensor]:
+    """numpy arrays -> float32 torch tensors on ``device`` (no copy on CPU when already float32)."""
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device) for a in inputs]
+
+
+def to_numpy(output: torch.Tensor | tuple | list) -> np.ndarray:
+    """The forecast tensor (first element if the model returns a tuple) as a float32 numpy array."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    return output.detach().to("cpu", torch.float32).numpy()
+
+
+def pin_torch_threads(threads: int) -> int:
+    """Set torch's intra-op thread count (process-wide) and return the value now in force."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def base_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
