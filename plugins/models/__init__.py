@@ -8,7 +8,7 @@ from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
 
-MODEL_MODULES: tuple[str, ...] = ("transformer", "dlinear")
+MODEL_MODULES: tuple[str, ...] = ("transformer", "dlinear", "crossformer", "patchtst", "itransformer")
 
 
 @hookimpl

@@ -1,0 +1,59 @@
+"""Patching of univariate series (PatchTST, Nie et al., ICLR 2023; Crossformer's segments).
+
+``Patcher`` pads the end of ``[N, L]`` series by repeating the last value and cuts ``patch_num`` windows of
+``patch_len`` steps every ``stride`` steps. The windows are gathered with a constant index table, so an export
+sees one ``Gather`` instead of ``Unfold`` or an edge-mode ``Pad``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from plugins.models.layers.embedding import PositionalEmbedding
+
+
+def patch_count(seq_len: int, patch_len: int, stride: int, pad: int) -> int:
+    """Number of windows of ``patch_len`` every ``stride`` steps in ``seq_len + pad`` steps."""
+    length = seq_len + pad
+    if length < patch_len:
+        raise ValueError(f"a patch of {patch_len} steps does not fit in {length} steps")
+    return (length - patch_len) // stride + 1
+
+
+class Patcher(nn.Module):
+    """``[N, L] -> [N, patch_num, patch_len]`` after repeating the last value ``pad`` times."""
+
+    def __init__(self, seq_len: int, patch_len: int, stride: int, pad: int) -> None:
+        super().__init__()
+        self.seq_len, self.patch_len, self.stride, self.pad = seq_len, patch_len, stride, pad
+        self.patch_num = patch_count(seq_len, patch_len, stride, pad)
+        starts = torch.arange(self.patch_num) * stride
+        index = starts[:, None] + torch.arange(patch_len)[None, :]
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            x = torch.cat([x, x[:, -1:].expand(x.shape[0], self.pad)], dim=1)
+        return x[:, self.index]
+
+
+class PatchEmbedding(nn.Module):
+    """Patches -> ``d_model`` by a bias-free linear map, plus fixed sinusoidal positions, then dropout."""
+
+    def __init__(self, seq_len: int, d_model: int, patch_len: int, stride: int, pad: int,
+                 dropout: float) -> None:
+        super().__init__()
+        self.patcher = Patcher(seq_len, patch_len, stride, pad)
+        self.value_embedding = nn.Linear(patch_len, d_model, bias=False)
+        self.position_embedding = PositionalEmbedding(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def patch_num(self) -> int:
+        return self.patcher.patch_num
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [N, L] -> [N, patch_num, d_model]``."""
+        patches = self.patcher(x)
+        return self.dropout(self.value_embedding(patches) + self.position_embedding(patches))
