@@ -1,0 +1,166 @@
+"""Spec → cells: a pure expansion, and the content hashes that make every step cacheable.
+
+A cell is one stored row: dataset × horizon × model × (pruner, sparsity) × runtime × batch size. Every
+(dataset, horizon, model) also gets a dense reference cell per runtime and batch size (``pruner="dense"``),
+which ``speedup_vs_dense`` compares against. Three keys chain the steps: ``train_key`` (dense training),
+``prune_key`` (pruning + fine-tuning of that checkpoint) and ``cell_key`` (one runtime timing of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from tsbench_core.registry import Registry
+from tsbench_core.spec import DatasetEntry, FineTuneConfig, Spec, TimingConfig, TrainingConfig
+
+DENSE = "dense"
+
+
+def content_hash(payload: Any) -> str:
+    """A stable 16-hex-digit hash of a JSON-able payload."""
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _params(registry: Registry, kind: str, name: str, params: dict[str, Any]) -> BaseModel:
+    return registry.records[kind][name].plugin.params_model.model_validate(params)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Dense training of one model on one dataset and horizon."""
+
+    dataset: DatasetEntry
+    pred_len: int
+    model: str
+    model_params: dict[str, Any]  # validated, defaults filled in
+    training: TrainingConfig
+    seed: int
+    data_dir: str | None
+
+    @property
+    def key(self) -> str:
+        return content_hash(
+            {
+                "dataset": {**self.dataset.model_dump(mode="json"), "pred_len": self.pred_len},
+                "model": self.model,
+                "model_params": self.model_params,
+                "training": self.training.model_dump(mode="json"),
+                "seed": self.seed,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """Pruning (and optional fine-tuning) of a trained dense model; ``pruner == DENSE`` is the identity."""
+
+    train: TrainJob
+    pruner: str
+    sparsity: float
+    pruner_params: dict[str, Any]
+    fine_tune: FineTuneConfig | None
+
+    @property
+    def key(self) -> str:
+        if self.pruner == DENSE:
+            return self.train.key
+        return content_hash(
+            {
+                "train": self.train.key,
+                "pruner": self.pruner,
+                "sparsity": self.sparsity,
+                "params": self.pruner_params,
+                "fine_tune": self.fine_tune.model_dump(mode="json") if self.fine_tune else None,
+            }
+        )
+
+    @property
+    def dense(self) -> PruneJob:
+        return PruneJob(self.train, DENSE, 0.0, {}, None)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One benchmark row: a (possibly pruned) model verified and timed on one runtime at one batch size."""
+
+    spec_name: str
+    spec_hash: str
+    prune: PruneJob
+    runtime: str
+    runtime_params: dict[str, Any]
+    batch_size: int
+    timing: TimingConfig
+
+    @property
+    def key(self) -> str:
+        return content_hash(
+            {
+                "spec": self.spec_name,
+                "prune": self.prune.key,
+                "runtime": self.runtime,
+                "runtime_params": self.runtime_params,
+                "batch_size": self.batch_size,
+                "timing": self.timing.model_dump(mode="json"),
+            }
+        )
+
+    @property
+    def dense_key(self) -> str:
+        """Key of the dense reference cell on the same runtime and batch size."""
+        return Cell(
+            self.spec_name, self.spec_hash, self.prune.dense, self.runtime, self.runtime_params,
+            self.batch_size, self.timing,
+        ).key
+
+    def label(self) -> str:
+        t = self.prune.train
+        sparsity = "" if self.prune.pruner == DENSE else f"@{self.prune.sparsity:g}"
+        return (f"{t.dataset.plugin}/{t.pred_len} {t.model} {self.prune.pruner}{sparsity} "
+                f"{self.runtime} bs{self.batch_size}")
+
+
+def spec_hash(spec: Spec) -> str:
+    return content_hash(spec.model_dump(mode="json"))
+
+
+def expand(spec: Spec, registry: Registry) -> list[Cell]:
+    """Every cell of a validated spec, dense references first within each (dataset, horizon, model)."""
+    digest = spec_hash(spec)
+    cells: list[Cell] = []
+    for dataset in spec.datasets:
+        for pred_len in dataset.pred_len:
+            for model in spec.models:
+                params = _params(registry, "model", model.plugin, model.params).model_dump(mode="json")
+                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training, spec.seed, spec.data_dir)
+                jobs = [PruneJob(train, DENSE, 0.0, {}, None)]
+                for entry in spec.pruning:
+                    pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
+                    jobs += [
+                        PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune)
+                        for sparsity in entry.sparsity_list()
+                    ]
+                for job in jobs:
+                    for runtime in spec.runtimes:
+                        rt_params = _params(registry, "runtime", runtime.plugin, runtime.params).model_dump(
+                            mode="json"
+                        )
+                        for batch_size in spec.timing.batch_sizes:
+                            cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
+                                              spec.timing))
+    return _unique(cells)
+
+
+def _unique(cells: list[Cell]) -> list[Cell]:
+    seen: set[str] = set()
+    out = []
+    for cell in cells:
+        if cell.key not in seen:
+            seen.add(cell.key)
+            out.append(cell)
+    return out

@@ -1,0 +1,230 @@
+"""The steps of a cell, chained through content-hashed artifacts: train → prune (+ fine-tune) → measure.
+
+``dense_artifact``, ``pruned_artifact`` and ``measure_cell`` are what an executor calls (the local executor in
+order, the Dask executor as dependent tasks). Each step reads what the previous one stored under the artifact
+folder, so a step never calls back into the runner or the store.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from tsbench_core.accounting import count_macs, count_params
+from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob
+from tsbench_core.data import DatasetSplits, Windows, example_inputs
+from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
+from tsbench_core.progress import NullProgress, Progress
+from tsbench_core.protocols import time_encoding_of
+from tsbench_core.registry import Registry, load_plugins
+from tsbench_core.steps.artifacts import Artifact, find_artifact, load_weights, save_artifact
+from tsbench_core.steps.measure import measure
+from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
+from tsbench_core.steps.train import evaluate, seed_everything, train_model
+from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+
+
+@dataclass
+class Workspace:
+    """Where artifacts live and what a step may use: the registry, the data folder, a progress sink.
+
+    Datasets are memoised per process (loading is cheap but not free); nothing else is kept in memory.
+    """
+
+    artifacts: Path
+    data_dir: str | None = None
+    registry: Registry | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    rebuild: bool = False  # ignore artifacts made before this run (``--force``)
+    _splits: dict[tuple[str, int, str], DatasetSplits] = field(default_factory=dict)
+    _made: set[str] = field(default_factory=set)
+    _failed: dict[str, str] = field(default_factory=dict)
+
+    def cached(self, key: str) -> Artifact | None:
+        """A stored artifact usable in this run; re-raises an earlier failure of the same step."""
+        if key in self._failed:
+            raise CellError(self._failed[key])
+        if self.rebuild and key not in self._made:
+            return None
+        return find_artifact(self.artifacts, key)
+
+    def made(self, key: str, artifact: Artifact) -> Artifact:
+        self._made.add(key)
+        return artifact
+
+    def plugins(self) -> Registry:
+        if self.registry is None:
+            self.registry = load_plugins()
+        return self.registry
+
+    def params(self, kind: str, name: str, params: dict[str, Any]) -> BaseModel:
+        return self.plugins().records[kind][name].plugin.params_model.model_validate(params)
+
+
+def load_splits(ws: Workspace, job: TrainJob) -> DatasetSplits:
+    """The dataset of a training job, with the time encoding its model expects."""
+    encoding = time_encoding_of(ws.params("model", job.model, job.model_params))
+    memo_key = (job.dataset.model_dump_json(), job.pred_len, encoding)
+    if memo_key not in ws._splits:
+        plugin = ws.plugins().records["dataset"][job.dataset.plugin].plugin
+        params = plugin.params_model.model_validate(job.dataset.params)
+        windows = Windows(job.dataset.seq_len, job.dataset.label_len, job.pred_len)
+        data_dir = job.data_dir or ws.data_dir
+        splits = plugin.load(params, windows, Path(data_dir) if data_dir else None)
+        ws._splits[memo_key] = splits.with_time_encoding(encoding)
+    return ws._splits[memo_key]
+
+
+def build_dense(ws: Workspace, job: TrainJob, splits: DatasetSplits) -> nn.Module:
+    seed_everything(job.seed)
+    plugin = ws.plugins().records["model"][job.model].plugin
+    return plugin.build(ws.params("model", job.model, job.model_params), splits.shape)
+
+
+def _accounting(model: nn.Module, splits: DatasetSplits, params: BaseModel) -> dict[str, Any]:
+    inputs = example_inputs(splits.shape, 1, time_encoding_of(params))
+    return {**count_params(model), **count_macs(model.cpu().eval(), inputs)}
+
+
+def _remember_failure(ws: Workspace, key: str, step: Any, *args: Any) -> Artifact:
+    try:
+        return ws.made(key, step(ws, *args))
+    except Exception as exc:
+        ws._failed[key] = str(exc) if isinstance(exc, TsbenchError) else f"{type(exc).__name__}: {exc}"
+        raise
+
+
+def dense_artifact(ws: Workspace, job: TrainJob) -> Artifact:
+    """Train the dense model once per content hash (or find it already trained)."""
+    return ws.cached(job.key) or _remember_failure(ws, job.key, _train_dense, job)
+
+
+def pruned_artifact(ws: Workspace, job: PruneJob) -> Artifact:
+    """Prune (and fine-tune) a trained dense model once per content hash."""
+    if job.pruner == DENSE:
+        return dense_artifact(ws, job.train)
+    return ws.cached(job.key) or _remember_failure(ws, job.key, _prune, job)
+
+
+def _train_dense(ws: Workspace, job: TrainJob) -> Artifact:
+    splits = load_splits(ws, job)
+    model = build_dense(ws, job, splits)
+    outcome = train_model(model, splits, job.training, seed=job.seed, progress=ws.progress)
+    metrics = evaluate(model, splits, job.training.batch_size, max_batches=job.training.max_eval_batches)
+    meta = {
+        "kind": "dense",
+        "train": outcome.as_dict(),
+        "metrics": metrics,
+        "accounting": _accounting(model, splits, ws.params("model", job.model, job.model_params)),
+        "shape": asdict(splits.shape),
+        "dataset_info": splits.info,
+    }
+    return save_artifact(ws.artifacts, job.key, model.state_dict(), meta)
+
+
+def _prune(ws: Workspace, job: PruneJob) -> Artifact:
+    dense = dense_artifact(ws, job.train)
+    splits = load_splits(ws, job.train)
+    model = build_dense(ws, job.train, splits)
+    model.load_state_dict(load_weights(dense))
+    model_params = ws.params("model", job.train.model, job.train.model_params)
+    pruner = ws.plugins().records["pruner"][job.pruner].plugin
+    context = prune_context(job.train.model, model_params, splits, job.train.training, job.train.seed, ws.progress)
+    result, fine_tune = prune_and_fine_tune(model, pruner, job.sparsity, ws.params("pruner", job.pruner,
+                                            job.pruner_params), job.fine_tune, context)
+    pruned = result.model
+    metrics = evaluate(pruned, splits, job.train.training.batch_size,
+                       max_batches=job.train.training.max_eval_batches)
+    meta = {
+        "kind": "pruned",
+        "pruner": job.pruner,
+        "target_sparsity": job.sparsity,
+        "structure": result.structure,
+        "prune_info": result.info,
+        "fine_tune": fine_tune,
+        "metrics": metrics,
+        "accounting": _accounting(pruned, splits, model_params),
+        "shape": dense.meta["shape"],
+    }
+    return save_artifact(ws.artifacts, job.key, pruned.state_dict(), meta)
+
+
+def load_model(ws: Workspace, job: PruneJob, artifact: Artifact, splits: DatasetSplits) -> nn.Module:
+    """Rebuild the (possibly structurally pruned) model of an artifact and load its weights strictly."""
+    model = build_dense(ws, job.train, splits)
+    if job.pruner != DENSE:
+        pruner = ws.plugins().records["pruner"][job.pruner].plugin
+        model = pruner.restore(model, artifact.meta.get("structure") or {})
+    model.load_state_dict(load_weights(artifact), strict=True)
+    return model.eval()
+
+
+def _base_row(cell: Cell) -> dict[str, Any]:
+    train = cell.prune.train
+    return {
+        "cell_key": cell.key,
+        "spec_name": cell.spec_name,
+        "spec_hash": cell.spec_hash,
+        "dataset": train.dataset.plugin,
+        "seq_len": train.dataset.seq_len,
+        "label_len": train.dataset.label_len,
+        "pred_len": train.pred_len,
+        "model": train.model,
+        "pruner": cell.prune.pruner,
+        "target_sparsity": cell.prune.sparsity,
+        "fine_tuned": int(cell.prune.fine_tune is not None),
+        "runtime": cell.runtime,
+        "batch_size": cell.batch_size,
+        "dense_cell_key": None if cell.prune.pruner == DENSE else cell.dense_key,
+        "host": socket.gethostname(),
+    }
+
+
+def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
+    """Everything about one cell as a store row; failures become a failed (or skipped) row, never an exception."""
+    row = _base_row(cell)
+    row["started_at"] = time.time()
+    try:
+        artifact = pruned_artifact(ws, cell.prune)
+        row |= _model_columns(artifact)
+        splits = load_splits(ws, cell.prune.train)
+        model = load_model(ws, cell.prune, artifact, splits)
+        runtime = ws.plugins().records["runtime"][cell.runtime].plugin
+        workdir = ws.artifacts / "runtime" / cell.key
+        row |= measure(model, runtime, ws.params("runtime", cell.runtime, cell.runtime_params), splits.test,
+                       cell.batch_size, cell.timing, workdir)
+        row["status"] = STATUS_OK
+    except RuntimeUnavailable as exc:
+        row |= {"status": STATUS_SKIPPED, "error": str(exc)}
+    except TsbenchError as exc:
+        row |= {"status": STATUS_FAILED, "error": str(exc)}
+    except Exception as exc:  # a bug in a plugin must not stop the other cells
+        row |= {"status": STATUS_FAILED, "error": f"{type(exc).__name__}: {exc}"}
+    row["finished_at"] = time.time()
+    return row
+
+
+def _model_columns(artifact: Artifact) -> dict[str, Any]:
+    acc = artifact.meta["accounting"]
+    metrics = artifact.meta["metrics"]
+    return {
+        "achieved_sparsity": acc.get("sparsity_prunable"),
+        "sparsity_all": acc.get("sparsity_all"),
+        "params_total": acc.get("params_total"),
+        "params_nonzero": acc.get("params_nonzero"),
+        "macs_dense": acc.get("macs_dense"),
+        "macs_effective": acc.get("macs_effective"),
+        "mse": metrics.get("mse"),
+        "mae": metrics.get("mae"),
+        "mse_original": metrics.get("mse_original"),
+        "mae_original": metrics.get("mae_original"),
+        "prune_info": artifact.meta.get("prune_info"),
+        "train_info": artifact.meta.get("train") or artifact.meta.get("fine_tune"),
+    }
+

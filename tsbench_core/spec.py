@@ -1,0 +1,281 @@
+"""Benchmark specs: pydantic models of the JSON files in ``specs/``, validated against the plugin registry.
+
+Validation happens in two passes, both before anything runs: the structure (``Spec``), then every plugin name
+and every plugin's own params (``validate_against``). All problems are collected and reported as
+``file: json.path: message`` lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tsbench_core.errors import UserError
+from tsbench_core.registry import Registry, unknown_name_message
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Sparsity = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class DatasetEntry(StrictModel):
+    """A dataset plugin with its params and window lengths; several horizons make several tasks."""
+
+    plugin: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seq_len: PositiveInt
+    label_len: Annotated[int, Field(ge=0)]
+    pred_len: list[PositiveInt] = Field(min_length=1)
+
+    @field_validator("pred_len", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _label_within_history(self) -> DatasetEntry:
+        if self.label_len > self.seq_len:
+            raise ValueError(f"label_len ({self.label_len}) cannot exceed seq_len ({self.seq_len})")
+        return self
+
+
+class ModelEntry(StrictModel):
+    """A model plugin and its hyperparameters (window lengths and channel counts come from the dataset)."""
+
+    plugin: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainingConfig(StrictModel):
+    """Dense training: Adam on MSE, learning-rate schedule, early stopping on validation loss."""
+
+    epochs: Annotated[int, Field(ge=0)] = 10
+    batch_size: PositiveInt = 32
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    patience: PositiveInt = 3
+    lr_schedule: Literal["halve", "constant", "cosine"] = "halve"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    max_train_batches: PositiveInt | None = None
+    max_eval_batches: PositiveInt | None = None
+
+
+class FineTuneConfig(StrictModel):
+    """Fine-tuning after pruning; zeros of unstructured and N:M pruning stay zero."""
+
+    epochs: PositiveInt = 1
+    lr: Annotated[float, Field(gt=0)] = 1e-5
+    max_train_batches: PositiveInt | None = None
+
+
+class GeometricGrid(StrictModel):
+    """Sparsities ``1 - density_base**n`` for n = n_from..n_to (the study used 0.8**n, n = 1..9)."""
+
+    density_base: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    n_from: Annotated[int, Field(ge=0)] = 1
+    n_to: PositiveInt = 9
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GeometricGrid:
+        if self.n_to < self.n_from:
+            raise ValueError(f"n_to ({self.n_to}) must be >= n_from ({self.n_from})")
+        return self
+
+    def sparsities(self) -> list[float]:
+        return [round(1.0 - self.density_base**n, 6) for n in range(self.n_from, self.n_to + 1)]
+
+
+def _sparsity_form(value: Any) -> str:
+    return "grid" if isinstance(value, dict | GeometricGrid) else "list"
+
+
+class PruningEntry(StrictModel):
+    """A pruner applied at each target sparsity, optionally followed by fine-tuning."""
+
+    pruner: str
+    sparsities: Annotated[
+        Annotated[list[Sparsity], Field(min_length=1), Tag("list")] | Annotated[GeometricGrid, Tag("grid")],
+        Discriminator(_sparsity_form),
+    ]
+    params: dict[str, Any] = Field(default_factory=dict)
+    fine_tune: FineTuneConfig | None = None
+
+    def sparsity_list(self) -> list[float]:
+        if isinstance(self.sparsities, GeometricGrid):
+            return self.sparsities.sparsities()
+        return list(self.sparsities)
+
+
+class RuntimeEntry(StrictModel):
+    plugin: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TimingConfig(StrictModel):
+    """How every runtime is verified and timed."""
+
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [32], min_length=1)
+    warmup: Annotated[int, Field(ge=0)] = 5
+    repeats: PositiveInt = 20
+    threads: PositiveInt | None = None  # None: all cores of the machine
+    verify_batches: PositiveInt = 2
+    atol: Annotated[float, Field(gt=0)] = 1e-3
+    rtol: Annotated[float, Field(ge=0)] = 1e-3
+
+
+class Spec(StrictModel):
+    """A benchmark: datasets × horizons × models × pruning × runtimes × batch sizes."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 0
+    data_dir: str | None = None
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    pruning: list[PruningEntry] = Field(default_factory=list)
+    runtimes: list[RuntimeEntry] = Field(default_factory=lambda: [RuntimeEntry(plugin="torch-eager")])
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+
+
+# --- loading and validation -----------------------------------------------------------------------------
+
+
+def _json_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _pydantic_problems(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        # tagged-union members appear as extra location parts: drop them to keep the path readable
+        loc = tuple(p for p in err["loc"] if p not in {"list", "grid"})
+        where = _json_path(prefix + loc)
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        problems.append(f"{where}: {err['msg']}{shown}")
+    return problems
+
+
+class SpecProblems(UserError):
+    """One or more located problems in one spec file."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def parse_spec(raw: str, source: str) -> Spec:
+    """Parse JSON text into a ``Spec``; raise ``SpecProblems`` with located messages."""
+    if not raw.strip():
+        raise SpecProblems(source, ["(top level): file is empty; a spec is a JSON object"])
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SpecProblems(source, [f"line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"]) from None
+    if not isinstance(data, dict):
+        raise SpecProblems(source, [f"(top level): a spec must be a JSON object, got {type(data).__name__}"])
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecProblems(source, _pydantic_problems(exc)) from None
+
+
+def read_spec_file(path: str | Path) -> Spec:
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecProblems(str(path), ["(top level): no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecProblems(str(path), [f"(top level): cannot read: {exc}"]) from None
+    return parse_spec(raw, str(path))
+
+
+def validate_against(spec: Spec, registry: Registry, source: str) -> None:
+    """Check every plugin name and every plugin's params; raise ``SpecProblems`` listing all problems."""
+    problems: list[str] = []
+
+    def check(kind: str, name: str, params: dict[str, Any], where: str, name_field: str) -> None:
+        records = registry.records[kind]
+        if name not in records:
+            problems.append(f"{where}.{name_field}: {unknown_name_message(kind, name, sorted(records))}")
+            return
+        try:
+            records[name].plugin.params_model.model_validate(params)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, (*_split(where), "params")))
+
+    for i, entry in enumerate(spec.datasets):
+        check("dataset", entry.plugin, entry.params, f"datasets[{i}]", "plugin")
+    for i, entry in enumerate(spec.models):
+        check("model", entry.plugin, entry.params, f"models[{i}]", "plugin")
+    for i, entry in enumerate(spec.pruning):
+        check("pruner", entry.pruner, entry.params, f"pruning[{i}]", "pruner")
+    for i, entry in enumerate(spec.runtimes):
+        check("runtime", entry.plugin, entry.params, f"runtimes[{i}]", "plugin")
+    if problems:
+        raise SpecProblems(source, problems)
+
+
+def _split(where: str) -> tuple[Any, ...]:
+    name, index = where.rstrip("]").split("[")
+    return (name, int(index))
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
+    """Read and fully validate a spec file (structure, plugin names, plugin params)."""
+    from tsbench_core.registry import load_plugins
+
+    spec = read_spec_file(path)
+    validate_against(spec, registry or load_plugins(), str(path))
+    return spec
+
+
+def spec_json_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of a spec, with each plugin's params schema attached (``$defs`` + ``x-tsbench-plugins``)."""
+    schema = Spec.model_json_schema()
+    plugins: dict[str, dict[str, Any]] = {}
+    for record in registry.all_records():
+        plugins.setdefault(record.kind, {})[record.name] = {
+            "description": record.plugin.description,
+            "params": record.plugin.params_model.model_json_schema(),
+        }
+    schema["x-tsbench-plugins"] = plugins
+    enums = {
+        ("DatasetEntry", "plugin"): "dataset",
+        ("ModelEntry", "plugin"): "model",
+        ("PruningEntry", "pruner"): "pruner",
+        ("RuntimeEntry", "plugin"): "runtime",
+    }
+    for (definition, field_name), kind in enums.items():
+        schema["$defs"][definition]["properties"][field_name]["enum"] = sorted(registry.records[kind])
+    return schema
+
+
+def is_finite_number(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

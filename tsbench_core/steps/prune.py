@@ -1,0 +1,57 @@
+"""Pruning step: run a pruner on a trained model, then fine-tune with its zeros kept at zero."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from tsbench_core.data import Batch, DatasetSplits, example_inputs
+from tsbench_core.errors import CellError
+from tsbench_core.progress import Progress
+from tsbench_core.protocols import PruneContext, PruneResult, time_encoding_of
+from tsbench_core.spec import FineTuneConfig, TrainingConfig
+from tsbench_core.steps.train import train_model
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((pred - target) ** 2)
+
+
+def prune_context(model_name: str, model_params: BaseModel, splits: DatasetSplits, training: TrainingConfig,
+                  seed: int, progress: Progress | None) -> PruneContext:
+    """What a pruner may use: example inputs, calibration batches, the loss and the training loop."""
+
+    def calibration_batches() -> Iterable[Batch]:
+        return splits.train.iter_batches(training.batch_size, max_batches=8)
+
+    def train(model: nn.Module, **kwargs: Any) -> dict[str, Any]:
+        return train_model(model, splits, training, seed=seed, progress=progress, **kwargs).as_dict()
+
+    inputs = example_inputs(splits.shape, 2, time_encoding_of(model_params), seed=seed)
+    return PruneContext(model_name, inputs, calibration_batches, mse_loss, train, seed)
+
+
+def prune_and_fine_tune(
+    model: nn.Module,
+    pruner: Any,
+    sparsity: float,
+    pruner_params: BaseModel,
+    fine_tune: FineTuneConfig | None,
+    context: PruneContext,
+) -> tuple[PruneResult, dict[str, Any] | None]:
+    """Prune, then fine-tune when asked; returns the result and the fine-tuning outcome."""
+    try:
+        result = pruner.prune(model, sparsity, pruner_params, context)
+    except CellError:
+        raise
+    except Exception as exc:
+        raise CellError(f"pruner {pruner.name!r} failed on {context.model_name}: {type(exc).__name__}: {exc}") from exc
+    outcome = None
+    if fine_tune is not None:
+        outcome = context.train(result.model, epochs=fine_tune.epochs, lr=fine_tune.lr,
+                                max_train_batches=fine_tune.max_train_batches, masks=result.masks)
+    return result, outcome
