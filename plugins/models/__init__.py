@@ -8,7 +8,9 @@ from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
 
-MODEL_MODULES: tuple[str, ...] = ("transformer", "dlinear", "crossformer", "patchtst", "itransformer")
+MODEL_MODULES: tuple[str, ...] = (
+    "transformer", "informer", "autoformer", "fedformer", "dlinear", "crossformer", "patchtst", "itransformer",
+)
 
 
 @hookimpl

@@ -1,0 +1,109 @@
+"""Autoformer (Wu et al., 2021): decomposition architecture with Auto-Correlation.
+
+The decoder starts from the input's decomposition: the seasonal part of the last ``label_len`` steps followed
+by zeros, and the trend part followed by the input mean; the forecast is the projected seasonal output plus
+the accumulated trend. Layer structure as Time-Series-Library's Autoformer.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, Field, field_validator
+from torch import nn
+
+from plugins.models.base import EncDecParams, ModelPluginEntry, check_shape
+from plugins.models.layers.attention import AttentionLayer
+from plugins.models.layers.autocorrelation import AutoCorrelation
+from plugins.models.layers.decomp_encdec import (
+    DecompDecoder,
+    DecompDecoderLayer,
+    DecompEncoder,
+    DecompEncoderLayer,
+    SeasonalLayerNorm,
+)
+from plugins.models.layers.decomposition import SeriesDecomposition
+from plugins.models.layers.embedding import data_embedding_without_position
+from tsbench_core.data import DataShape
+
+
+class DecompParams(EncDecParams):
+    """Hyperparameters of the decomposition models (Autoformer, FEDformer)."""
+
+    moving_avg: int = Field(25, ge=1, description="moving-average window of the series decomposition (odd)")
+
+    @field_validator("moving_avg")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"moving_avg={value} must be odd (a centred window)")
+        return value
+
+
+class AutoformerParams(DecompParams):
+    """Autoformer hyperparameters (ETTh1 defaults)."""
+
+
+class DecompositionForecaster(nn.Module):
+    """The decomposition encoder-decoder shared by Autoformer and FEDformer; subclasses supply attentions.
+
+    The decoder's seasonal and trend inits are built from ``x_enc`` (``x_dec`` is not used), so the decoder
+    embedding takes ``enc_in`` channels.
+    """
+
+    def __init__(self, p: DecompParams, shape: DataShape, encoder_attentions: list[nn.Module],
+                 decoder_attentions: list[tuple[nn.Module, nn.Module]]) -> None:
+        super().__init__()
+        self.label_len = shape.label_len
+        self.pred_len = shape.pred_len
+        self.c_out = shape.c_out
+        self.decomp = SeriesDecomposition(p.moving_avg)
+        self.enc_embedding = data_embedding_without_position(shape.enc_in, p.d_model, p.embed, shape.freq,
+                                                             p.dropout)
+        self.dec_embedding = data_embedding_without_position(shape.enc_in, p.d_model, p.embed, shape.freq,
+                                                             p.dropout)
+        self.encoder = DecompEncoder(
+            [DecompEncoderLayer(AttentionLayer(inner, p.d_model, p.n_heads), p.d_model, p.d_ff, p.moving_avg,
+                                p.dropout, p.activation)
+             for inner in encoder_attentions],
+            norm=SeasonalLayerNorm(p.d_model),
+        )
+        self.decoder = DecompDecoder(
+            [DecompDecoderLayer(AttentionLayer(self_inner, p.d_model, p.n_heads),
+                                AttentionLayer(cross_inner, p.d_model, p.n_heads),
+                                p.d_model, shape.c_out, p.d_ff, p.moving_avg, p.dropout, p.activation)
+             for self_inner, cross_inner in decoder_attentions],
+            norm=SeasonalLayerNorm(p.d_model),
+            projection=nn.Linear(p.d_model, shape.c_out),
+        )
+
+    def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_dec: torch.Tensor,
+                x_mark_dec: torch.Tensor) -> torch.Tensor:
+        batch, _, channels = x_enc.shape
+        mean = x_enc.mean(dim=1, keepdim=True).expand(batch, self.pred_len, channels)
+        seasonal, trend = self.decomp(x_enc)
+        trend_init = torch.cat([trend[:, -self.label_len:], mean], dim=1)[..., -self.c_out:]
+        seasonal_init = torch.cat(
+            [seasonal[:, -self.label_len:], x_enc.new_zeros(batch, self.pred_len, channels)], dim=1)
+        enc_out = self.encoder(self.enc_embedding(x_enc, x_mark_enc))
+        seasonal_part, trend_part = self.decoder(self.dec_embedding(seasonal_init, x_mark_dec), enc_out,
+                                                 trend_init)
+        return (trend_part + seasonal_part)[:, -self.pred_len:, :]
+
+
+def build(params: BaseModel, shape: DataShape) -> nn.Module:
+    assert isinstance(params, AutoformerParams)
+    check_shape("autoformer", shape, params)
+    p = params
+    return DecompositionForecaster(
+        p, shape,
+        [AutoCorrelation(p.factor) for _ in range(p.e_layers)],
+        [(AutoCorrelation(p.factor), AutoCorrelation(p.factor)) for _ in range(p.d_layers)],
+    )
+
+
+PLUGIN = ModelPluginEntry(
+    name="autoformer",
+    description="Autoformer: series decomposition and Auto-Correlation (Wu et al., 2021)",
+    params_model=AutoformerParams,
+    factory=build,
+)

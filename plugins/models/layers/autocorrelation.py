@@ -1,0 +1,107 @@
+"""Auto-Correlation (Wu et al., 2021, "Autoformer"): period-based dependencies found through the
+autocorrelation of queries and keys, aggregated by rolling the values by the top-k time delays.
+
+Inner-attention interface of ``layers.attention`` (``queries [B, L, H, E]`` ...), so ``AttentionLayer``
+provides the projections. Training aggregates with delays shared by the batch, evaluation with per-sample
+delays (as the reference implementation does). The aggregation is written as a circular cross-correlation of
+the values with a sparse lag-weight vector, which equals the sum of rolled copies.
+
+Deploy form (``set_deploy_form(True)``): FFTs become DFT matrix products and the top-k lag selection becomes
+a rank comparison (no TopK/scatter), so the block exports to plain ONNX ops.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from plugins.models.layers.attention import MASK_VALUE
+from plugins.models.layers.fourier import DeployFormMixin, irdft_matrices, rdft_matrices
+
+
+@lru_cache(maxsize=32)
+def _strictly_lower(n: int) -> np.ndarray:
+    return np.tril(np.ones((n, n), dtype=bool), k=-1)
+
+
+def top_k_mask_by_rank(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Float mask (1 for the ``k`` largest entries of the last axis, else 0) from pairwise comparisons.
+
+    Entry ``i`` is kept when fewer than ``k`` entries rank before it (larger, or equal with a lower index), so
+    exactly ``k`` are kept even with ties. Only Greater/Equal/ReduceSum ops: exportable without TopK.
+    """
+    n = scores.shape[-1]
+    row = scores.unsqueeze(-1)  # [..., i, 1]
+    col = scores.unsqueeze(-2)  # [..., 1, j]
+    earlier = torch.from_numpy(_strictly_lower(n)).to(scores.device)  # j < i; a constant under tracing
+    before = (col > row) | ((col == row) & earlier)
+    return (before.to(scores.dtype).sum(-1) < k).to(scores.dtype)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Same mask as ``top_k_mask_by_rank`` through ``torch.topk`` (training form)."""
+    index = torch.topk(scores, k, dim=-1).indices
+    return torch.zeros_like(scores).scatter(-1, index, 1.0)
+
+
+class AutoCorrelation(DeployFormMixin, nn.Module):
+    """Auto-Correlation with top-``int(factor * ln L)`` time-delay aggregation."""
+
+    def __init__(self, factor: int = 1) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def _rfft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.deploy:
+            cos, sin = rdft_matrices(x.shape[-1])
+            return x @ cos.to(x.device), x @ sin.to(x.device)
+        spec = torch.fft.rfft(x, dim=-1)
+        return spec.real, spec.imag
+
+    def _irfft(self, re: torch.Tensor, im: torch.Tensor, n: int) -> torch.Tensor:
+        if self.deploy:
+            cos, sin = irdft_matrices(n)
+            return re @ cos.to(re.device) + im @ sin.to(re.device)
+        return torch.fft.irfft(torch.complex(re, im), n=n, dim=-1)
+
+    def _cross_correlation(self, a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
+        """``out[t] = sum_s a[(s + t) mod L] * b[s]`` along the last axis, via ``irfft(A * conj(B), n)``."""
+        ar, ai = self._rfft(a)
+        br, bi = self._rfft(b)
+        return self._irfft(ar * br + ai * bi, ai * br - ar * bi, n)
+
+    def _lag_weights(self, mean_corr: torch.Tensor, top_k: int) -> torch.Tensor:
+        if self.training:  # delays shared by the whole batch
+            mask = top_k_mask(mean_corr.mean(0), top_k).expand_as(mean_corr)
+        elif self.deploy:
+            mask = top_k_mask_by_rank(mean_corr, top_k)
+        else:
+            mask = top_k_mask(mean_corr, top_k)
+        # softmax over the selected lags only; the others get exactly zero weight
+        return torch.softmax(mean_corr + (1.0 - mask) * MASK_VALUE, dim=-1)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        length, source = queries.shape[1], keys.shape[1]
+        if length > source:
+            keys = torch.cat([keys, keys.new_zeros(keys.shape[0], length - source, *keys.shape[2:])], dim=1)
+            values = torch.cat(
+                [values, values.new_zeros(values.shape[0], length - source, *values.shape[2:])], dim=1)
+        else:
+            keys, values = keys[:, :length], values[:, :length]
+        q = queries.permute(0, 2, 3, 1)  # B H E L
+        k = keys.permute(0, 2, 3, 1)
+        v = values.permute(0, 2, 3, 1)
+        n = 2 * (length // 2)  # irfft's default output length (drops a sample when L is odd, as the reference)
+        mean_corr = self._cross_correlation(q, k, n).mean(dim=(1, 2))  # [B, n]
+        top_k = min(max(int(self.factor * math.log(length)), 1), n)
+        weights = self._lag_weights(mean_corr, top_k)
+        if n < length:
+            weights = torch.cat([weights, weights.new_zeros(weights.shape[0], length - n)], dim=-1)
+        # sum_i w_i * roll(v, -delay_i) == cross-correlation of v with the lag weights
+        out = self._cross_correlation(v, weights[:, None, None, :], length)
+        return out.permute(0, 3, 1, 2), None
