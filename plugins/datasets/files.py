@@ -122,7 +122,8 @@ def fetch(remote: RemoteFile, target_dir: Path, *, looked_in: str = "", timeout:
 
 
 def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) -> Path:
-    from rich.progress import (  # imported here: only needed when something is downloaded
+    from rich.console import Console  # imported here: only needed when something is downloaded
+    from rich.progress import (
         BarColumn,
         DownloadColumn,
         Progress,
@@ -143,7 +144,7 @@ def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) ->
             total = int(length) if length and length.isdigit() else None
             columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(),
                        TransferSpeedColumn(), TimeRemainingColumn())
-            with Progress(*columns, transient=True) as progress:
+            with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
                 task = progress.add_task(remote.filename, total=total)
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
