@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tsbench_core.protocols import PluginParams
+
 
 def set_deploy_form(model: nn.Module, enabled: bool = True) -> list[str]:
     """Call ``set_deploy_form(enabled)`` on every submodule that has it; return their qualified names."""
@@ -51,3 +53,27 @@ def pin_torch_threads(threads: int) -> int:
 
 def base_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+
+
+def dist_versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the given distributions (missing ones are left out)."""
+    from importlib import metadata
+
+    out = {}
+    for dist in distributions:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def coerce_params(params: object, model_cls: type[PluginParams]) -> PluginParams:
+    """``params`` as an instance of ``model_cls`` (accepts the instance, a dict, None or another model)."""
+    if isinstance(params, model_cls):
+        return params
+    if params is None:
+        return model_cls()
+    if isinstance(params, dict):
+        return model_cls.model_validate(params)
+    return model_cls.model_validate(params.model_dump())  # type: ignore[attr-defined]

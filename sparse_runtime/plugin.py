@@ -8,7 +8,7 @@ from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
 
-MODULES: tuple[str, ...] = ("eager",)
+MODULES: tuple[str, ...] = ("eager", "compiled", "onnx_runtime", "deepsparse_rt", "semi_structured")
 
 
 @hookimpl

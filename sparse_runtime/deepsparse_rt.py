@@ -1,0 +1,149 @@
+"""``deepsparse``: Neural Magic's sparsity-aware CPU engine on the deploy-form ONNX export.
+
+Compiled for a static batch size and a number of cores. The engine's fraction of supported ops is recorded;
+when it is below 1, a diagnostic compile in a subprocess lists the ONNX nodes that run outside the engine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from sparse_runtime.common import base_versions, coerce_params, dist_versions
+from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
+from tsbench_core.errors import CellError, RuntimeUnavailable
+from tsbench_core.protocols import Availability, PluginParams
+
+_NODE_LINE = re.compile(r"^Node \d+: (\S+) (.+?)\s*$")
+
+
+class DeepSparseParams(PluginParams):
+    """Options of the deepsparse runtime."""
+
+    opset: int = Field(DEFAULT_OPSET, ge=11, le=17)
+    diagnose_fallbacks: bool = True  # list the ops outside the engine when the supported fraction is < 1
+
+
+class DeepSparseSession:
+    def __init__(self, engine: Any, export: ExportResult, info: dict[str, Any]) -> None:
+        self._engine = engine
+        self._export = export
+        self.info = info
+
+    def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        return self._engine.run(self._export.select(list(inputs)), val_inp=False)[0]
+
+    def close(self) -> None:
+        self._engine = None
+
+
+def parse_engine_diagnostics(log: str) -> dict[str, Any]:
+    """Which ONNX nodes the engine compiled and which fell back, from a ``NM_LOGGING_LEVEL=debug`` log.
+
+    The log prints the whole graph after ``Printing GraphViewer main_graph:`` and each compiled subgraph after
+    ``Printing subgraph:``, one ``Node <i>: <OpType> <name>`` line per node.
+    """
+    all_nodes: dict[str, str] = {}
+    supported: set[str] = set()
+    target: dict[str, str] | set[str] | None = None
+    for line in log.splitlines():
+        if "Printing GraphViewer main_graph" in line:
+            target = all_nodes
+            continue
+        if "Printing subgraph:" in line:
+            target = supported
+            continue
+        match = _NODE_LINE.match(line.strip())
+        if match and target is not None:
+            op, name = match.group(1), match.group(2)
+            if isinstance(target, dict):
+                target[name] = op
+            else:
+                target.add(name)
+            continue
+        if line.startswith("[") or not line.strip():
+            target = None
+    fallback = {name: op for name, op in all_nodes.items() if name not in supported}
+    return {
+        "fallback_nodes": sorted(f"{op} {name}" for name, op in fallback.items()),
+        "fallback_ops": dict(sorted(Counter(fallback.values()).items())),
+        "n_nodes": len(all_nodes),
+    }
+
+
+def diagnose_fallbacks(onnx_path: Path, batch_size: int, timeout: float = 600.0) -> dict[str, Any]:
+    """Compile once more in a subprocess with the engine's diagnostic log on, and parse it."""
+    env = {**os.environ, "NM_DISABLE_ANALYTICS": "1", "NM_LOGGING_LEVEL": "debug"}
+    code = ("import sys; from deepsparse import compile_model; "
+            "compile_model(sys.argv[1], batch_size=int(sys.argv[2]), num_cores=1)")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(onnx_path), str(batch_size)], env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"diagnostic compile timed out after {timeout:.0f}s"}
+    parsed = parse_engine_diagnostics(proc.stdout + "\n" + proc.stderr)
+    if proc.returncode != 0:
+        parsed["error"] = f"diagnostic compile exited with {proc.returncode}"
+    return parsed
+
+
+class DeepSparseRuntime:
+    name = "deepsparse"
+    description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
+    params_model: type[BaseModel] = DeepSparseParams
+    device = "cpu"
+
+    def availability(self) -> Availability:
+        if sys.version_info >= (3, 12):
+            return Availability.no(
+                f"deepsparse 1.8 (end-of-life) only supports Python < 3.12; this is {sys.version.split()[0]}"
+            )
+        if importlib.util.find_spec("deepsparse") is None:
+            return Availability.no("deepsparse is not installed (pip install 'tsbench[sparse]')")
+        if sys.platform != "linux":
+            return Availability.no(f"deepsparse runs on Linux only (this is {sys.platform})")
+        return Availability.yes()
+
+    def versions(self) -> dict[str, str]:
+        return {**base_versions(), **dist_versions("deepsparse", "onnx")}
+
+    def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
+                threads: int, workdir: Path) -> DeepSparseSession:
+        available = self.availability()
+        if not available.available:
+            raise RuntimeUnavailable(available.reason)
+        p = coerce_params(params, DeepSparseParams)
+        export = export_onnx(model, example_inputs, Path(workdir) / "model.deepsparse.onnx", opset=p.opset)
+        batch_size = int(example_inputs[0].shape[0])
+        os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
+        from deepsparse import compile_model
+
+        try:
+            engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
+        except Exception as exc:
+            raise CellError(f"deepsparse could not compile {type(model).__name__}: {exc}") from exc
+        fraction = float(engine.fraction_of_supported_ops)
+        info: dict[str, Any] = {
+            "runtime": self.name, "device": "cpu", "versions": self.versions(),
+            "threads": {"num_cores": engine.num_cores}, "batch_size": batch_size,
+            "fraction_of_supported_ops": fraction, "cpu_avx_type": getattr(engine, "cpu_avx_type", None),
+            **export.info(),
+        }
+        if fraction < 1.0 and p.diagnose_fallbacks:
+            info["fallbacks"] = diagnose_fallbacks(export.path, batch_size)
+        return DeepSparseSession(engine, export, info)
+
+
+PLUGINS = (DeepSparseRuntime(),)

@@ -1,0 +1,89 @@
+"""``onnxruntime``: the deploy-form ONNX export on ONNX Runtime's CPU execution provider."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from sparse_runtime.common import base_versions, coerce_params, dist_versions
+from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
+from tsbench_core.errors import CellError, RuntimeUnavailable
+from tsbench_core.protocols import Availability, PluginParams
+
+
+class OrtParams(PluginParams):
+    """Options of the onnxruntime runtime."""
+
+    opset: int = Field(DEFAULT_OPSET, ge=11, le=17)
+    graph_optimization: str = Field("all", pattern="^(disable|basic|extended|all)$")
+
+
+class OrtSession:
+    def __init__(self, session: Any, export: ExportResult, info: dict[str, Any]) -> None:
+        self._session = session
+        self._export = export
+        self._names = list(export.input_names)
+        self.info = info
+
+    def run(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        feed = dict(zip(self._names, self._export.select(list(inputs)), strict=True))
+        return self._session.run(None, feed)[0]
+
+    def close(self) -> None:
+        self._session = None
+
+
+class OnnxRuntimeRuntime:
+    name = "onnxruntime"
+    description = "ONNX Runtime, CPU execution provider, static-shape deploy-form export"
+    params_model: type[BaseModel] = OrtParams
+    device = "cpu"
+
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability.no("onnxruntime is not installed (pip install onnxruntime)")
+        if importlib.util.find_spec("onnx") is None:
+            return Availability.no("onnx is not installed (needed for the export)")
+        return Availability.yes()
+
+    def versions(self) -> dict[str, str]:
+        return {**base_versions(), **dist_versions("onnxruntime", "onnx")}
+
+    def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
+                threads: int, workdir: Path) -> OrtSession:
+        available = self.availability()
+        if not available.available:
+            raise RuntimeUnavailable(available.reason)
+        import onnxruntime as ort
+
+        p = coerce_params(params, OrtParams)
+        export = export_onnx(model, example_inputs, Path(workdir) / "model.ort.onnx", opset=p.opset)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[p.graph_optimization]
+        try:
+            session = ort.InferenceSession(str(export.path), sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise CellError(f"onnxruntime cannot load the export of {type(model).__name__}: {exc}") from exc
+        info = {"runtime": self.name, "device": "cpu", "versions": self.versions(),
+                "providers": session.get_providers(), "threads": {"intra_op": threads, "inter_op": 1},
+                "graph_optimization": p.graph_optimization, **export.info()}
+        return OrtSession(session, export, info)
+
+
+PLUGINS = (OnnxRuntimeRuntime(),)
