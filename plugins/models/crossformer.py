@@ -19,7 +19,7 @@ from torch import nn
 
 from plugins.models.base import ModelPluginEntry
 from plugins.models.layers.crossformer_blocks import DecoderLayer, ScaleBlock
-from plugins.models.layers.patching import PatchEmbedding
+from plugins.models.layers.patching import PatchEmbedding, repeat_by_concat
 from tsbench_core.data import DataShape
 from tsbench_core.protocols import PluginParams
 
@@ -57,11 +57,12 @@ class Crossformer(nn.Module):
         self.segment_embedding = PatchEmbedding(seq_len, d_model, seg_len, seg_len, pad_in, dropout=0.0)
         self.enc_pos_embedding = nn.Parameter(torch.randn(1, enc_in, self.in_seg_num, d_model))
         self.pre_norm = nn.LayerNorm(d_model)
-        self.encoder = nn.ModuleList(
-            ScaleBlock(1 if scale == 0 else win_size, d_model, n_heads, d_ff, 1, dropout,
-                       math.ceil(self.in_seg_num / win_size**scale), factor)
-            for scale in range(e_layers)
-        )
+        blocks, segs = [], self.in_seg_num
+        for scale in range(e_layers):
+            blocks.append(ScaleBlock(1 if scale == 0 else win_size, d_model, n_heads, d_ff, 1, dropout, segs,
+                                     factor))
+            segs = blocks[-1].layers[0].seg_num
+        self.encoder = nn.ModuleList(blocks)
         self.dec_pos_embedding = nn.Parameter(torch.randn(1, enc_in, self.out_seg_num, d_model))
         self.decoder = nn.ModuleList(
             DecoderLayer(self.out_seg_num, factor, d_model, n_heads, d_ff, dropout, seg_len)
@@ -78,7 +79,7 @@ class Crossformer(nn.Module):
         for block in self.encoder:
             x = block(x)
             scales.append(x)
-        y = self.dec_pos_embedding.expand(batch, -1, -1, -1)
+        y = repeat_by_concat(self.dec_pos_embedding, batch)
         forecast = None
         for layer, memory in zip(self.decoder, scales, strict=True):
             y, prediction = layer(y, memory)

@@ -64,7 +64,7 @@ class FlattenHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.linear(x.flatten(start_dim=-2)))
+        return self.dropout(self.linear(x.reshape(x.shape[0], x.shape[1], -1)))
 
 
 class PatchTST(nn.Module):
@@ -90,11 +90,10 @@ class PatchTST(nn.Module):
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor | None = None,
                 x_dec: torch.Tensor | None = None, x_mark_dec: torch.Tensor | None = None) -> torch.Tensor:
-        batch = x_enc.shape[0]
         x, mean, std = self.instance_norm.normalize(x_enc)
-        series = x.transpose(1, 2).reshape(batch * self.enc_in, self.seq_len)  # one row per channel
+        series = x.transpose(1, 2).reshape(-1, self.seq_len)  # one row per channel
         tokens = self.encoder(self.patch_embedding(series))  # [B*C, patch_num, d_model]
-        tokens = tokens.reshape(batch, self.enc_in, self.patch_num, -1).transpose(2, 3)
+        tokens = tokens.reshape(-1, self.enc_in, self.patch_num, tokens.shape[-1]).transpose(2, 3)
         forecast = self.head(tokens).transpose(1, 2)  # [B, pred_len, C]
         return self.instance_norm.denormalize(forecast, mean, std)
 

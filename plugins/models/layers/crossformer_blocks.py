@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from plugins.models.layers.attention import AttentionLayer, FullAttention
+from plugins.models.layers.patching import repeat_by_concat
 
 
 def _attention(d_model: int, n_heads: int, dropout: float) -> AttentionLayer:
@@ -54,8 +55,7 @@ class TwoStageAttention(nn.Module):
         # cross-dimension stage: each (sample, segment) is a set of dimensions
         dim_in = hidden.reshape(batch, dims, segs, d_model).transpose(1, 2)
         dim_in = dim_in.reshape(batch * segs, dims, d_model)
-        routers = self.router.unsqueeze(0).expand(batch, segs, self.factor, d_model)
-        routers = routers.reshape(batch * segs, self.factor, d_model)
+        routers = repeat_by_concat(self.router, batch)  # [B*S, factor, d_model], sample-major like dim_in
         buffer, _ = self.dim_sender(routers, dim_in, dim_in, None)
         received, _ = self.dim_receiver(dim_in, buffer, buffer, None)
         hidden = self.norm3(dim_in + self.dropout(received))
@@ -65,30 +65,36 @@ class TwoStageAttention(nn.Module):
 
 class SegmentMerging(nn.Module):
     """Merge every ``win_size`` adjacent segments into one: concatenate their features, LayerNorm, then a
-    linear map back to ``d_model``. An incomplete last window is completed by repeating the last segments."""
+    linear map back to ``d_model``. An incomplete last window is completed by repeating the last segments.
+    ``in_segs`` (the number of input segments) is fixed at construction so the padding is static."""
 
-    def __init__(self, d_model: int, win_size: int) -> None:
+    def __init__(self, d_model: int, win_size: int, in_segs: int) -> None:
         super().__init__()
         self.win_size = win_size
+        self.in_segs = in_segs
+        self.missing = (-in_segs) % win_size
+        self.out_segs = (in_segs + self.missing) // win_size
         self.norm = nn.LayerNorm(win_size * d_model)
         self.linear = nn.Linear(win_size * d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, dims, segs, d_model = x.shape
-        missing = (-segs) % self.win_size
-        if missing:
-            x = torch.cat([x, x[:, :, segs - missing:, :]], dim=2)
-        merged = x.reshape(batch, dims, (segs + missing) // self.win_size, self.win_size * d_model)
+        dims, d_model = x.shape[1], x.shape[3]
+        if self.missing:
+            x = torch.cat([x, x[:, :, self.in_segs - self.missing:, :]], dim=2)
+        # consecutive segments side by side: [.., j, i*d_model + k] = x[.., j*win + i, k]
+        merged = x.reshape(-1, dims, self.out_segs, self.win_size * d_model)
         return self.linear(self.norm(merged))
 
 
 class ScaleBlock(nn.Module):
-    """One encoder scale: optional segment merging, then ``depth`` two-stage attention layers."""
+    """One encoder scale: optional segment merging of ``in_segs`` segments, then ``depth`` two-stage attention
+    layers (with one set of routers per remaining segment)."""
 
     def __init__(self, win_size: int, d_model: int, n_heads: int, d_ff: int, depth: int, dropout: float,
-                 seg_num: int, factor: int) -> None:
+                 in_segs: int, factor: int) -> None:
         super().__init__()
-        self.merge = SegmentMerging(d_model, win_size) if win_size > 1 else None
+        self.merge = SegmentMerging(d_model, win_size, in_segs) if win_size > 1 else None
+        seg_num = self.merge.out_segs if self.merge is not None else in_segs
         self.layers = nn.ModuleList(
             TwoStageAttention(seg_num, factor, d_model, n_heads, d_ff, dropout) for _ in range(depth)
         )

@@ -1,14 +1,30 @@
 """Series decomposition into a smooth trend and a seasonal remainder (Autoformer, DLinear).
 
 The trend is a centred moving average; the ends are padded by repeating the first and last time step, so the
-output keeps the input length. The pad is a concatenation of expanded edge slices and the average an
-``AvgPool1d``, both plain ONNX ops (no ``Pad(mode=edge)``), so the block exports as it trains.
+output keeps the input length. Padding and averaging together are one linear map over time, so the average is
+computed as a product with a constant ``[L, L]`` matrix (built once per length): the export is a single
+``MatMul`` with a constant, no ``Pad(mode=edge)``, ``Expand`` or pooling op.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 from torch import nn
+
+
+@lru_cache(maxsize=64)
+def moving_average_matrix(length: int, kernel_size: int) -> np.ndarray:
+    """``A [L, L]`` with ``(A @ x)[t] = mean(x[clip(t - p, 0, L-1)], ..., x[clip(t + p, 0, L-1)])``, ``p`` half
+    the kernel: a centred average over a series padded by repeating its end values."""
+    half = (kernel_size - 1) // 2
+    rows = np.arange(length)[:, None]
+    sources = np.clip(rows + np.arange(-half, half + 1)[None, :], 0, length - 1)  # [L, kernel]
+    matrix = np.zeros((length, length), dtype=np.float64)
+    np.add.at(matrix, (np.repeat(rows, kernel_size, axis=1), sources), 1.0 / kernel_size)
+    return matrix.astype(np.float32)
 
 
 class MovingAverage(nn.Module):
@@ -19,17 +35,12 @@ class MovingAverage(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"moving-average kernel size must be a positive odd number, got {kernel_size}")
         self.kernel_size = kernel_size
-        self.pad = (kernel_size - 1) // 2
-        self.pool = nn.AvgPool1d(kernel_size=kernel_size, stride=1, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad == 0:
+        if self.kernel_size == 1:
             return x
-        batch, _, channels = x.shape
-        front = x[:, :1, :].expand(batch, self.pad, channels)
-        back = x[:, -1:, :].expand(batch, self.pad, channels)
-        padded = torch.cat([front, x, back], dim=1)
-        return self.pool(padded.transpose(1, 2)).transpose(1, 2)
+        matrix = torch.from_numpy(moving_average_matrix(int(x.shape[1]), self.kernel_size)).to(x.device, x.dtype)
+        return torch.matmul(matrix, x)
 
 
 class SeriesDecomposition(nn.Module):

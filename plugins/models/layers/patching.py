@@ -3,6 +3,10 @@
 ``Patcher`` pads the end of ``[N, L]`` series by repeating the last value and cuts ``patch_num`` windows of
 ``patch_len`` steps every ``stride`` steps. The windows are gathered with a constant index table, so an export
 sees one ``Gather`` instead of ``Unfold`` or an edge-mode ``Pad``.
+
+Broadcasts over the batch are written as concatenations of copies (``repeat_by_concat``): the legacy ONNX
+exporter turns ``expand``/``repeat`` into ``Expand``/``Tile`` guarded by ``Where`` ops, a concatenation is one
+``Concat`` (or a folded constant).
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ import torch
 from torch import nn
 
 from plugins.models.layers.embedding import PositionalEmbedding
+
+
+def repeat_by_concat(x: torch.Tensor, times: int, dim: int = 0) -> torch.Tensor:
+    """``times`` copies of ``x`` concatenated along ``dim`` (``x.repeat`` along one axis)."""
+    return x if times == 1 else torch.cat([x] * times, dim=dim)
 
 
 def patch_count(seq_len: int, patch_len: int, stride: int, pad: int) -> int:
@@ -31,10 +40,14 @@ class Patcher(nn.Module):
         starts = torch.arange(self.patch_num) * stride
         index = starts[:, None] + torch.arange(patch_len)[None, :]
         self.register_buffer("index", index, persistent=False)
+        # non-overlapping windows that tile the padded series exactly are a plain reshape
+        self.tiles = stride == patch_len and seq_len + pad == self.patch_num * patch_len
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad:
-            x = torch.cat([x, x[:, -1:].expand(x.shape[0], self.pad)], dim=1)
+            x = torch.cat([x, repeat_by_concat(x[:, -1:], self.pad, dim=1)], dim=1)
+        if self.tiles:
+            return x.reshape(-1, self.patch_num, self.patch_len)
         return x[:, self.index]
 
 
