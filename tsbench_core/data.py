@@ -81,6 +81,24 @@ class SeriesSplit:
         return int(self.values.shape[0])
 
 
+def _window_view(table: torch.Tensor, offset: int, count: int, length: int) -> torch.Tensor:
+    """``[count, length, cols]`` view whose item ``i`` is ``table[offset + i : offset + i + length]``.
+
+    Indexing its first dimension copies whole windows as contiguous blocks, much faster than gathering an
+    index tensor of every (window, step) pair.
+    """
+    table = table.contiguous()
+    cols = table.shape[1]
+    return table[offset:].as_strided((count, length, cols), (cols, cols, 1))
+
+
+def _select_columns(windows: torch.Tensor, columns: tuple[int, ...]) -> torch.Tensor:
+    first, count = columns[0], len(columns)
+    if columns == tuple(range(first, first + count)):  # M and MS: a slice, no gather
+        return windows if count == windows.shape[2] else windows[..., first : first + count].contiguous()
+    return windows[..., list(columns)]
+
+
 @dataclass(frozen=True)
 class WindowedSplit:
     """All sliding windows of a split, gathered lazily into batches."""
@@ -99,18 +117,18 @@ class WindowedSplit:
         return self.series.marks_timef if self.time_encoding == "timeF" else self.series.marks_calendar
 
     def batch(self, starts: torch.Tensor) -> Batch:
-        """Gather the windows starting at the given row indices (a 1-D int64 tensor)."""
+        """Gather the windows starting at the given row indices (a 1-D int64 tensor) into contiguous tensors."""
         w = self.windows
-        steps = torch.arange(w.total)
-        rows = starts[:, None] + steps[None, :]  # [B, total]
-        values = self.series.values[rows]  # [B, total, enc_in]
-        marks = self._marks()[rows]
-        x_enc = values[:, : w.seq_len]
+        n = len(self)
+        values, marks = self.series.values, self._marks()
         dec_start = w.seq_len - w.label_len
-        history = values[:, dec_start : w.seq_len]
-        x_dec = torch.cat([history, values.new_zeros(len(starts), w.pred_len, values.shape[2])], dim=1)
-        target = values[:, w.seq_len :][..., list(self.series.target_columns)]
-        return Batch(x_enc, marks[:, : w.seq_len], x_dec, marks[:, dec_start:], target)
+        x_enc = _window_view(values, 0, n, w.seq_len)[starts]
+        x_dec = values.new_zeros(len(starts), w.label_len + w.pred_len, values.shape[1])
+        x_dec[:, : w.label_len] = _window_view(values, dec_start, n, w.label_len)[starts]
+        y = _select_columns(_window_view(values, w.seq_len, n, w.pred_len)[starts], self.series.target_columns)
+        x_mark_enc = _window_view(marks, 0, n, w.seq_len)[starts]
+        x_mark_dec = _window_view(marks, dec_start, n, w.label_len + w.pred_len)[starts]
+        return Batch(x_enc, x_mark_enc, x_dec, x_mark_dec, y)
 
     def iter_batches(
         self,
@@ -182,8 +200,6 @@ def example_inputs(
         return torch.randint(0, 7, (batch_size, length, n_marks), generator=g).float()
 
     x_enc = torch.randn(batch_size, shape.seq_len, shape.enc_in, generator=g)
-    x_dec = torch.cat(
-        [x_enc[:, shape.seq_len - shape.label_len :, : shape.dec_in], torch.zeros(batch_size, shape.pred_len, shape.dec_in)],
-        dim=1,
-    )
+    history = x_enc[:, shape.seq_len - shape.label_len :, : shape.dec_in]
+    x_dec = torch.cat([history, torch.zeros(batch_size, shape.pred_len, shape.dec_in)], dim=1)
     return x_enc, marks(shape.seq_len), x_dec, marks(dec_len)
