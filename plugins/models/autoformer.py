@@ -43,6 +43,17 @@ class AutoformerParams(DecompParams):
     """Autoformer hyperparameters (ETTh1 defaults)."""
 
 
+def decoder_init_matrices(shape: DataShape) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[label_len + pred_len, seq_len]`` matrices: ``take_label @ x`` is the last ``label_len`` steps of
+    ``x`` followed by zeros; ``mean_future @ x`` is zeros followed by ``pred_len`` copies of the mean."""
+    dec_len, start = shape.label_len + shape.pred_len, shape.seq_len - shape.label_len
+    take_label = torch.zeros(dec_len, shape.seq_len)
+    take_label[torch.arange(shape.label_len), start + torch.arange(shape.label_len)] = 1.0
+    mean_future = torch.zeros(dec_len, shape.seq_len)
+    mean_future[shape.label_len:] = 1.0 / shape.seq_len
+    return take_label, mean_future
+
+
 class DecompositionForecaster(nn.Module):
     """The decomposition encoder-decoder shared by Autoformer and FEDformer; subclasses supply attentions.
 
@@ -56,6 +67,8 @@ class DecompositionForecaster(nn.Module):
         self.label_len = shape.label_len
         self.pred_len = shape.pred_len
         self.c_out = shape.c_out
+        self.register_buffer("take_label", decoder_init_matrices(shape)[0], persistent=False)
+        self.register_buffer("mean_future", decoder_init_matrices(shape)[1], persistent=False)
         self.decomp = SeriesDecomposition(p.moving_avg)
         self.enc_embedding = data_embedding_without_position(shape.enc_in, p.d_model, p.embed, shape.freq,
                                                              p.dropout)
@@ -78,12 +91,10 @@ class DecompositionForecaster(nn.Module):
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_dec: torch.Tensor,
                 x_mark_dec: torch.Tensor) -> torch.Tensor:
-        batch, _, channels = x_enc.shape
-        mean = x_enc.mean(dim=1, keepdim=True).expand(batch, self.pred_len, channels)
+        # decoder inits as products with constant matrices: exports with static shapes, no Pad/Tile
         seasonal, trend = self.decomp(x_enc)
-        trend_init = torch.cat([trend[:, -self.label_len:], mean], dim=1)[..., -self.c_out:]
-        seasonal_init = torch.cat(
-            [seasonal[:, -self.label_len:], x_enc.new_zeros(batch, self.pred_len, channels)], dim=1)
+        trend_init = (self.take_label @ trend + self.mean_future @ x_enc)[..., -self.c_out:]
+        seasonal_init = self.take_label @ seasonal
         enc_out = self.encoder(self.enc_embedding(x_enc, x_mark_enc))
         seasonal_part, trend_part = self.decoder(self.dec_embedding(seasonal_init, x_mark_dec), enc_out,
                                                  trend_init)

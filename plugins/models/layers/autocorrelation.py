@@ -34,7 +34,7 @@ def top_k_mask_by_rank(scores: torch.Tensor, k: int) -> torch.Tensor:
     Entry ``i`` is kept when fewer than ``k`` entries rank before it (larger, or equal with a lower index), so
     exactly ``k`` are kept even with ties. Only Greater/Equal/ReduceSum ops: exportable without TopK.
     """
-    n = scores.shape[-1]
+    n = int(scores.shape[-1])
     row = scores.unsqueeze(-1)  # [..., i, 1]
     col = scores.unsqueeze(-2)  # [..., 1, j]
     earlier = torch.from_numpy(_strictly_lower(n)).to(scores.device)  # j < i; a constant under tracing
@@ -55,11 +55,14 @@ class AutoCorrelation(DeployFormMixin, nn.Module):
         super().__init__()
         self.factor = factor
 
-    def _rfft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rfft(self, x: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spectrum of ``x`` zero-padded or truncated to ``length`` samples (last axis)."""
         if self.deploy:
-            cos, sin = rdft_matrices(x.shape[-1])
-            return x @ cos.to(x.device), x @ sin.to(x.device)
-        spec = torch.fft.rfft(x, dim=-1)
+            x = x[..., :length]
+            cos, sin = rdft_matrices(length)
+            rows = int(x.shape[-1])  # zero padding == dropping the matrix rows of the padded samples
+            return x @ cos[:rows].to(x.device), x @ sin[:rows].to(x.device)
+        spec = torch.fft.rfft(x, n=length, dim=-1)
         return spec.real, spec.imag
 
     def _irfft(self, re: torch.Tensor, im: torch.Tensor, n: int) -> torch.Tensor:
@@ -68,10 +71,11 @@ class AutoCorrelation(DeployFormMixin, nn.Module):
             return re @ cos.to(re.device) + im @ sin.to(re.device)
         return torch.fft.irfft(torch.complex(re, im), n=n, dim=-1)
 
-    def _cross_correlation(self, a: torch.Tensor, b: torch.Tensor, n: int) -> torch.Tensor:
-        """``out[t] = sum_s a[(s + t) mod L] * b[s]`` along the last axis, via ``irfft(A * conj(B), n)``."""
-        ar, ai = self._rfft(a)
-        br, bi = self._rfft(b)
+    def _cross_correlation(self, a: torch.Tensor, b: torch.Tensor, length: int, n: int) -> torch.Tensor:
+        """``irfft(A * conj(B), n)`` with ``A``, ``B`` the spectra of ``a``, ``b`` zero-padded or truncated to
+        ``length``; for ``n == length``: ``out[t] = sum_s a[(s + t) mod L] * b[s]``."""
+        ar, ai = self._rfft(a, length)
+        br, bi = self._rfft(b, length)
         return self._irfft(ar * br + ai * bi, ai * br - ar * bi, n)
 
     def _lag_weights(self, mean_corr: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -86,22 +90,15 @@ class AutoCorrelation(DeployFormMixin, nn.Module):
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        length, source = queries.shape[1], keys.shape[1]
-        if length > source:
-            keys = torch.cat([keys, keys.new_zeros(keys.shape[0], length - source, *keys.shape[2:])], dim=1)
-            values = torch.cat(
-                [values, values.new_zeros(values.shape[0], length - source, *values.shape[2:])], dim=1)
-        else:
-            keys, values = keys[:, :length], values[:, :length]
+        length = int(queries.shape[1])  # static: shapes come from the config
+        # keys and values shorter than the queries are zero-padded, longer ones truncated (inside the rfft)
         q = queries.permute(0, 2, 3, 1)  # B H E L
-        k = keys.permute(0, 2, 3, 1)
+        k = keys.permute(0, 2, 3, 1)  # B H E S
         v = values.permute(0, 2, 3, 1)
         n = 2 * (length // 2)  # irfft's default output length (drops a sample when L is odd, as the reference)
-        mean_corr = self._cross_correlation(q, k, n).mean(dim=(1, 2))  # [B, n]
+        mean_corr = self._cross_correlation(q, k, length, n).mean(dim=(1, 2))  # [B, n]
         top_k = min(max(int(self.factor * math.log(length)), 1), n)
-        weights = self._lag_weights(mean_corr, top_k)
-        if n < length:
-            weights = torch.cat([weights, weights.new_zeros(weights.shape[0], length - n)], dim=-1)
+        weights = self._lag_weights(mean_corr, top_k)[:, None, None, :]
         # sum_i w_i * roll(v, -delay_i) == cross-correlation of v with the lag weights
-        out = self._cross_correlation(v, weights[:, None, None, :], length)
+        out = self._cross_correlation(v, weights, length, length)
         return out.permute(0, 3, 1, 2), None

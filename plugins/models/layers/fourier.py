@@ -37,7 +37,7 @@ def _synthesis(n: int) -> tuple[np.ndarray, np.ndarray]:
 def rdft_matrices(length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)`` of shape ``[length, length // 2 + 1]``: ``x @ cos`` and ``x @ sin`` are the real and
     imaginary parts of ``torch.fft.rfft(x)`` along the last axis."""
-    cos, sin = _analysis(length)
+    cos, sin = _analysis(int(length))  # int(): a traced size is a tensor; the matrices are constants
     return torch.from_numpy(cos.copy()), torch.from_numpy(sin.copy())
 
 
@@ -45,7 +45,7 @@ def irdft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)`` of shape ``[n // 2 + 1, n]``: ``re @ cos + im @ sin`` equals
     ``torch.fft.irfft(torch.complex(re, im), n=n)`` along the last axis (the imaginary parts of the DC and
     Nyquist bins are ignored, as irfft does)."""
-    cos, sin = _synthesis(n)
+    cos, sin = _synthesis(int(n))
     return torch.from_numpy(cos.copy()), torch.from_numpy(sin.copy())
 
 

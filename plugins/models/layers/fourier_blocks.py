@@ -83,13 +83,13 @@ class FourierBlock(_SpectralBase):
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        length = queries.shape[1]
+        length = int(queries.shape[1])
         if length != self.seq_len:
             raise ValueError(f"FourierBlock built for length {self.seq_len}, got {length}")
         x = queries.permute(0, 2, 3, 1)  # B H E L
         re, im = complex_channel_mix(*self._spectrum(x, self.index), self.weights1, self.weights2)
         # the reference writes mode number w (whatever its frequency) to output bin w
-        out_bins = torch.arange(self.index.shape[0], device=x.device)
+        out_bins = torch.arange(int(self.index.shape[0]), device=x.device)
         return self._synthesis(re, im, out_bins, length), None
 
 
@@ -109,8 +109,8 @@ class FourierCrossAttention(_SpectralBase):
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
-        length = queries.shape[1]
-        if (length, keys.shape[1]) != (self.query_len, self.key_len):
+        length = int(queries.shape[1])
+        if (length, int(keys.shape[1])) != (self.query_len, self.key_len):
             raise ValueError(f"FourierCrossAttention built for lengths ({self.query_len}, {self.key_len}), "
                              f"got ({length}, {keys.shape[1]})")
         qr, qi = self._spectrum(queries.permute(0, 2, 3, 1), self.index_q)  # B H E Mq

@@ -89,5 +89,5 @@ class ProbAttention(nn.Module):
         if self.mask_flag:
             lazy = torch.matmul(torch.from_numpy(_lower_ones(self.key_len)).to(v.device), v)  # cumsum
         else:
-            lazy = v.mean(dim=-2, keepdim=True).expand_as(attended)
+            lazy = v.mean(dim=-2, keepdim=True)  # broadcast over the queries
         return selected * attended + (1.0 - selected) * lazy, None
