@@ -1,0 +1,298 @@
+"""Structured pruning with Torch-Pruning's DepGraph: whole channels of coupled layers are removed, so the
+pruned model is physically smaller.
+
+What is pruned: the *inner widths* — feed-forward/MLP hidden channels and attention widths (head dimensions,
+or whole heads) — i.e. every DepGraph channel group whose members are all Linear/Conv layers. Groups that
+reach a normalisation layer, an embedding, a free parameter or a buffer (the model width ``d_model`` carried
+by the residual stream) and groups containing an output projection are left alone. The target is the
+parameter reduction of the *prunable part* (all parameters of the layers in those groups); a bisection on
+Torch-Pruning's channel ratio reaches it within ``tolerance`` or the result reports what it reached.
+
+Attention is head-aware: query/key/value projections are declared with their head counts, so head-dimension
+pruning removes the same dimensions from every head (and whole-head pruning removes the same heads from q, k
+and v); the attention modules' ``n_heads`` and softmax ``scale`` are updated so the model computes with its
+new widths (the scale keeps the dense model's ``1/sqrt(head_dim)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from plugins.pruners.selection import DEFAULT_OUTPUT_PATTERNS, _matches, check_target
+from tsbench_core.errors import CellError, UserError
+from tsbench_core.protocols import Availability, PluginParams, PruneContext, PruneResult
+
+# Module attributes that depend on widths: recorded in ``PruneResult.structure`` and set again by ``restore``.
+WIDTH_ATTRIBUTES = ("in_features", "out_features", "in_channels", "out_channels", "normalized_shape",
+                    "num_features", "n_heads", "scale", "groups")
+
+
+class StructuredParams(PluginParams):
+    importance: Literal["magnitude", "taylor"] = Field(
+        default="magnitude", description="magnitude: L2 norm of each channel group's weights; taylor: "
+        "|weight x gradient| on calibration batches of the training split.")
+    scope: Literal["global", "uniform"] = Field(
+        default="global", description="global: channels ranked across all groups; uniform: every group loses "
+        "the same fraction.")
+    attention: Literal["head_dims", "heads"] = Field(
+        default="head_dims", description="head_dims: remove the same dimensions from every head; heads: "
+        "remove whole heads.")
+    iterative_steps: int = Field(default=1, ge=1, le=32, description="Prune in this many steps, re-scoring "
+                                 "the channels after each.")
+    round_to: int | None = Field(default=None, ge=1, description="Keep channel counts multiples of this "
+                                 "(e.g. 8 for SIMD-friendly widths).")
+    max_layer_ratio: float = Field(default=0.9, gt=0.0, lt=1.0, description="Largest fraction of one "
+                                   "group's channels that may be removed (1 would remove every channel).")
+    exclude: list[str] | None = Field(
+        default=None, description="Glob patterns on module names whose output channels are never pruned; "
+        "null means the output projections.")
+    tolerance: float = Field(default=0.02, gt=0.0, lt=0.5, description="Accepted gap between the reached "
+                             "and the target parameter reduction.")
+    calibration_batches: int = Field(default=2, ge=1, le=64, description="Batches for Taylor importance.")
+
+
+def _tp() -> Any:
+    import torch_pruning
+
+    return torch_pruning
+
+
+def _attr_snapshot(model: nn.Module) -> dict[str, dict[str, Any]]:
+    snap: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        attrs = {}
+        for attr in WIDTH_ATTRIBUTES:
+            value = getattr(module, attr, None) if attr in vars(module) else None
+            if isinstance(value, bool) or not isinstance(value, int | float | tuple) or value is None:
+                continue
+            attrs[attr] = list(value) if isinstance(value, tuple) else value
+        if attrs:
+            snap[name] = attrs
+    return snap
+
+
+def _module_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters(recurse=False))
+
+
+def _attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Linear]]]:
+    """Modules with ``n_heads`` and q/k/v projections (every attention variant of the built-in models)."""
+    found = []
+    for name, module in model.named_modules():
+        heads = getattr(module, "n_heads", None)
+        projections = [getattr(module, p, None) for p in ("query_projection", "key_projection", "value_projection")]
+        if isinstance(heads, int) and all(isinstance(p, nn.Linear) for p in projections):
+            found.append((name, module, projections))
+    return found
+
+
+class StructuredPruner:
+    name = "structured"
+    description = "DepGraph structured channel/head pruning with Torch-Pruning (L2 or Taylor importance)"
+    params_model = StructuredParams
+    structure = "structured"
+
+    def availability(self) -> Availability:
+        try:
+            _tp()
+        except Exception as exc:  # any import failure makes the plugin unavailable, not the host
+            return Availability.no(f"torch_pruning cannot be imported: {type(exc).__name__}: {exc}")
+        return Availability.yes()
+
+    # --- groups ------------------------------------------------------------------------------------------
+
+    def _plan(self, model: nn.Module, params: StructuredParams, inputs: tuple) -> tuple[list[nn.Module], set[str]]:
+        """Layers to ignore (roots of width groups and output projections) and names of prunable layers."""
+        tp = _tp()
+        exclude = DEFAULT_OUTPUT_PATTERNS if params.exclude is None else params.exclude
+        names = {m: n for n, m in model.named_modules()}
+        if params.exclude:
+            for pattern in params.exclude:
+                if not any(_matches(n, [pattern]) for n in names.values() if n):
+                    raise CellError(f"structured pruner params field 'exclude': pattern {pattern!r} matches no "
+                                    f"module of {type(model).__name__}")
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
+        inner = (tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.ELEMENTWISE, tp.ops.OPTYPE.RESHAPE,
+                 tp.ops.OPTYPE.EXPAND)
+        ignored: list[nn.Module] = []
+        prunable: set[str] = set()
+        for module in model.modules():
+            if not isinstance(module, nn.Linear | nn.Conv1d) or module in ignored:
+                continue
+            group = graph.get_pruning_group(module, tp.prune_linear_out_channels if isinstance(module, nn.Linear)
+                                            else tp.prune_conv_out_channels, idxs=[0])
+            members = [dep.target for dep, _ in group]
+            outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
+            ok = all(node.type in inner for node in members)
+            ok = ok and not any(_matches(names.get(m, ""), exclude) for m in outs if isinstance(m, nn.Module))
+            if ok:
+                prunable.update(names[node.module] for node in members
+                                if isinstance(node.module, nn.Linear | nn.Conv1d))
+            else:
+                for member in [*outs, module]:
+                    if isinstance(member, nn.Linear | nn.Conv1d) and member not in ignored:
+                        ignored.append(member)
+        return ignored, prunable
+
+    def _prune_copy(self, model: nn.Module, ratio: float, params: StructuredParams, context: PruneContext,
+                    ignored_names: list[str]) -> nn.Module:
+        tp = _tp()
+        pruned = copy.deepcopy(model)
+        modules = dict(pruned.named_modules())
+        ignored = [modules[n] for n in ignored_names]
+        attention = _attention_layers(pruned)
+        for _, layer, projections in attention:  # keep the dense softmax temperature
+            inner = getattr(layer, "inner_attention", None)
+            if inner is not None and hasattr(inner, "scale") and inner.scale is None:
+                inner.scale = 1.0 / math.sqrt(projections[0].out_features // layer.n_heads)
+        num_heads = {p: layer.n_heads for _, layer, projections in attention for p in projections}
+        heads = params.attention == "heads"
+        importance = (tp.importance.GroupTaylorImportance() if params.importance == "taylor"
+                      else tp.importance.GroupMagnitudeImportance(p=2))
+        with warnings.catch_warnings():  # unwrapped parameters (routers, positions) sit in ignored groups
+            warnings.simplefilter("ignore")
+            pruner = self._pruner(tp, pruned, ratio, params, context, ignored, num_heads, heads, importance)
+        for _ in range(params.iterative_steps):
+            if params.importance == "taylor":
+                self._taylor_gradients(pruned, params, context)
+            pruner.step()
+        pruned.zero_grad(set_to_none=True)
+        for _, layer, projections in attention:
+            layer.n_heads = pruner.num_heads.get(projections[0], layer.n_heads)
+        return pruned
+
+    @staticmethod
+    def _pruner(tp: Any, pruned: nn.Module, ratio: float, params: StructuredParams, context: PruneContext,
+                ignored: list[nn.Module], num_heads: dict, heads: bool, importance: Any) -> Any:
+        return tp.pruner.BasePruner(
+            pruned, context.example_inputs, importance=importance, global_pruning=params.scope == "global",
+            pruning_ratio=ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=params.iterative_steps,
+            ignored_layers=ignored, round_to=params.round_to, num_heads=num_heads, prune_num_heads=heads,
+            prune_head_dims=not heads, head_pruning_ratio=ratio if heads else 0.0,
+        )
+
+    @staticmethod
+    def _taylor_gradients(model: nn.Module, params: StructuredParams, context: PruneContext) -> None:
+        model.zero_grad(set_to_none=True)
+        was_training = model.training
+        model.eval()
+        used = 0
+        for batch in context.calibration_batches():
+            x_enc, x_mark_enc, x_dec, x_mark_dec, y = batch
+            out = model(x_enc, x_mark_enc, x_dec, x_mark_dec)
+            loss = context.loss_fn(out[:, -y.shape[1]:, -y.shape[2]:], y)
+            loss.backward()
+            used += 1
+            if used >= params.calibration_batches:
+                break
+        model.train(was_training)
+        if used == 0:
+            raise CellError("Taylor importance needs calibration batches, but the training split gave none")
+
+    # --- the plugin API ----------------------------------------------------------------------------------
+
+    def prune(self, model: nn.Module, target_sparsity: float, params: Any, context: PruneContext) -> PruneResult:
+        check_target(target_sparsity)
+        if params.scope == "uniform" and target_sparsity > params.max_layer_ratio:
+            raise UserError(
+                f"structured pruning with scope 'uniform' at {target_sparsity:g} would remove more than "
+                f"max_layer_ratio={params.max_layer_ratio:g} of every layer's channels (at 1, every channel); "
+                f"lower the target or raise max_layer_ratio below 1")
+        model.eval()
+        before_attrs = _attr_snapshot(model)
+        ignored, prunable = self._plan(model, params, context.example_inputs)
+        names = {m: n for n, m in model.named_modules()}
+        ignored_names = [names[m] for m in ignored]
+        if not prunable:
+            raise CellError(f"structured pruning found no inner channel group in {context.model_name} (only "
+                            f"layers tied to the model width or the output); use an unstructured pruner")
+        modules = dict(model.named_modules())
+        dense_prunable = sum(_module_params(modules[n]) for n in prunable)
+        dense_total = sum(p.numel() for p in model.parameters())
+
+        def reduction(candidate: nn.Module) -> float:
+            mods = dict(candidate.named_modules())
+            return 1.0 - sum(_module_params(mods[n]) for n in prunable) / dense_prunable
+
+        best: tuple[float, float, nn.Module] | None = None  # (gap, ratio, model)
+        low, high = 0.0, params.max_layer_ratio
+        ratio = min(target_sparsity, high)
+        trials = []
+        for _ in range(10):
+            candidate = (self._prune_copy(model, ratio, params, context, ignored_names) if ratio > 0
+                         else copy.deepcopy(model))
+            reached = reduction(candidate)
+            trials.append({"ratio": round(ratio, 5), "reduction": round(reached, 5)})
+            gap = abs(reached - target_sparsity)
+            if best is None or gap < best[0]:
+                best = (gap, ratio, candidate)
+            if gap <= params.tolerance / 2 or target_sparsity == 0:
+                break
+            low, high = (ratio, high) if reached < target_sparsity else (low, ratio)
+            if high - low < 1e-3:
+                break
+            ratio = (low + high) / 2
+        assert best is not None
+        gap, ratio, pruned = best
+        reached = reduction(pruned)
+        total_after = sum(p.numel() for p in pruned.parameters())
+        self._check_runs(pruned, context)
+        after_attrs = _attr_snapshot(pruned)
+        changed = {n: {a: v for a, v in attrs.items() if before_attrs.get(n, {}).get(a) != v}
+                   for n, attrs in after_attrs.items()}
+        structure = {
+            "attributes": {n: a for n, a in changed.items() if a},
+            "shapes": {n: list(t.shape) for n, t in pruned.state_dict().items()
+                       if n in model.state_dict() and model.state_dict()[n].shape != t.shape},
+        }
+        info = {
+            "method": self.name, "importance": params.importance, "scope": params.scope,
+            "attention": params.attention, "target_reduction": target_sparsity,
+            "achieved_reduction": reached, "within_tolerance": gap <= params.tolerance,
+            "channel_ratio": ratio, "prunable_params_dense": dense_prunable,
+            "prunable_params": round(dense_prunable * (1 - reached)), "params_dense": dense_total,
+            "params": total_after, "reduction_all_params": 1.0 - total_after / dense_total,
+            "prunable_layers": len(prunable), "search": trials,
+        }
+        if gap > params.tolerance:
+            info["note"] = (f"reached a parameter reduction of {reached:.4f}, not {target_sparsity:.4f} within "
+                            f"{params.tolerance}: channel granularity (heads, round_to) or max_layer_ratio")
+        return PruneResult(model=pruned, masks=None, structure=structure, info=info)
+
+    @staticmethod
+    def _check_runs(model: nn.Module, context: PruneContext) -> None:
+        try:
+            with torch.no_grad():
+                out = model(*context.example_inputs)
+        except Exception as exc:
+            raise CellError(f"the structurally pruned {context.model_name} no longer runs: "
+                            f"{type(exc).__name__}: {exc}") from exc
+        if not torch.isfinite(out).all():
+            raise CellError(f"the structurally pruned {context.model_name} gives non-finite outputs")
+
+    def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+        """Give a freshly built dense model the pruned shapes and attributes; then its state_dict loads."""
+        modules = dict(model.named_modules())
+        for full_name, shape in structure.get("shapes", {}).items():
+            owner_name, _, tensor_name = full_name.rpartition(".")
+            owner = modules[owner_name]
+            old = getattr(owner, tensor_name)
+            new = torch.zeros(shape, dtype=old.dtype)
+            if isinstance(old, nn.Parameter):
+                setattr(owner, tensor_name, nn.Parameter(new, requires_grad=old.requires_grad))
+            else:
+                owner.register_buffer(tensor_name, new)
+        for name, attrs in structure.get("attributes", {}).items():
+            for attr, value in attrs.items():
+                setattr(modules[name], attr, tuple(value) if isinstance(value, list) else value)
+        return model
+
+
+PLUGINS = (StructuredPruner(),)
