@@ -1,0 +1,49 @@
+"""Tiny forecasters for the runtime tests (shapes follow the tsbench model convention)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+
+B, SEQ, LABEL, PRED, C, MARKS = 4, 16, 8, 8, 3, 4
+
+
+class TinyForecaster(nn.Module):
+    """Uses all four inputs: value + mark embedding, one attention-like mixing step, time projection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Linear(C, 16)
+        self.mark = nn.Linear(MARKS, 16)
+        self.mix = nn.Linear(16, 16)
+        self.time = nn.Linear(SEQ + LABEL + PRED, PRED)
+        self.out = nn.Linear(16, C)
+
+    def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
+        h = torch.cat([self.value(x_enc) + self.mark(x_mark_enc), self.value(x_dec) + self.mark(x_mark_dec)], 1)
+        scores = torch.softmax(torch.matmul(h, h.transpose(1, 2)) / 4.0, dim=-1)
+        h = torch.relu(self.mix(torch.matmul(scores, h)))
+        return self.out(self.time(h.transpose(1, 2)).transpose(1, 2))
+
+
+class ValuesOnly(nn.Module):
+    """Ignores the time marks and the decoder input (like DLinear)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(SEQ, PRED)
+
+    def forward(self, x_enc, x_mark_enc=None, x_dec=None, x_mark_dec=None):
+        return self.proj(x_enc.transpose(1, 2)).transpose(1, 2)
+
+
+def make_inputs(seed: int = 0, batch: int = B) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, SEQ, C, generator=g), torch.rand(batch, SEQ, MARKS, generator=g) - 0.5,
+            torch.randn(batch, LABEL + PRED, C, generator=g), torch.rand(batch, LABEL + PRED, MARKS, generator=g) - 0.5)
+
+
