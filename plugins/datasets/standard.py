@@ -25,12 +25,25 @@ ETT_BASE = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small
 # the Time-Series-Library authors' copy of the Autoformer data (the Autoformer release itself is a Drive folder)
 TSLIB_BASE = "https://huggingface.co/datasets/thuml/Time-Series-Library/resolve/main"
 
-# Digests marked "verified" were computed here from the shared copies of the files; the others are the digests
-# a third party reports for the mirror copies and are accepted as alternatives, not verified by us.
-ETTH1_SHA256 = "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"  # verified
-ETTH2_SHA256 = "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b"  # verified
-EXCHANGE_SHA256 = "d55e7aa2641009814a18ba3279431b13f6d413b0eab195b9ff21988d8cf94e97"  # verified
-ILI_SHA256 = "8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395"  # verified
+# "verified": computed here from the copies the project's tests use (ETDataset / Autoformer releases).
+# "reported": what a third-party downloader records for the Hugging Face mirror copy of the same file, which
+# differs byte for byte from the release; accepted as an alternative so the mirror works, not verified here.
+ETTH1_SHA256 = (
+    "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",  # verified
+    "aaf53becad03ad8a7e93cf96452244f423480df960d769e12d66d4a5c570ddb0",  # reported
+)
+ETTH2_SHA256 = (
+    "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b",  # verified
+    "ae5c99b925fb8b4e77d1bd6a897b311d1167766076f3d00e14a8654de38e7468",  # reported
+)
+EXCHANGE_SHA256 = (
+    "d55e7aa2641009814a18ba3279431b13f6d413b0eab195b9ff21988d8cf94e97",  # verified
+    "48b4d9d3d508f5104162e85b9a6042e3557fde11aa9f2944eba8c0d0efc89842",  # reported
+)
+ILI_SHA256 = (
+    "8594cecb98c6f2f9dc014eca11c4d5d1e38ad5ce6ed0592d4abe65b146fce395",  # verified
+    "93601f64d2566dc796ca4305adad8b8560c2db1a1ff04543c3bd813a7263570a",  # reported
+)
 
 Protocol = Literal["ett_hour", "ett_minute", "ratio"]
 
@@ -50,15 +63,15 @@ def _tslib(folder: str, filename: str, *digests: str) -> RemoteFile:
 
 
 REMOTES: dict[str, RemoteFile] = {
-    "ETTh1.csv": _ett("ETTh1", ETTH1_SHA256),
-    "ETTh2.csv": _ett("ETTh2", ETTH2_SHA256),
+    "ETTh1.csv": _ett("ETTh1", *ETTH1_SHA256),
+    "ETTh2.csv": _ett("ETTh2", *ETTH2_SHA256),
     "ETTm1.csv": _ett("ETTm1"),
     "ETTm2.csv": _ett("ETTm2"),
     "weather.csv": _tslib("weather", "weather.csv"),
     "electricity.csv": _tslib("electricity", "electricity.csv"),
     "traffic.csv": _tslib("traffic", "traffic.csv"),
-    "exchange_rate.csv": _tslib("exchange_rate", "exchange_rate.csv", EXCHANGE_SHA256),
-    "national_illness.csv": _tslib("illness", "national_illness.csv", ILI_SHA256),
+    "exchange_rate.csv": _tslib("exchange_rate", "exchange_rate.csv", *EXCHANGE_SHA256),
+    "national_illness.csv": _tslib("illness", "national_illness.csv", *ILI_SHA256),
 }
 
 
