@@ -8,12 +8,13 @@ layouts (``ETT-small/ETTh1.csv``, ``illness/national_illness.csv``) are found as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,8 +122,12 @@ def fetch(remote: RemoteFile, target_dir: Path, *, looked_in: str = "", timeout:
     )
 
 
-def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) -> Path:
+@contextlib.contextmanager
+def _progress_bar(filename: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A transient rich download bar on stderr, yielding ``advance(n_bytes)``; no bar when another live display
+    is active and this rich version cannot nest them."""
     from rich.console import Console  # imported here: only needed when something is downloaded
+    from rich.errors import LiveError
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -132,6 +137,22 @@ def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) ->
         TransferSpeedColumn,
     )
 
+    columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    progress = Progress(*columns, transient=True, console=Console(stderr=True))
+    task = progress.add_task(filename, total=total)
+    try:
+        progress.start()
+    except LiveError:
+        yield lambda n: None
+        return
+    try:
+        yield lambda n: progress.advance(task, n)
+    finally:
+        progress.stop()
+
+
+def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / remote.filename
     request = urllib.request.Request(url, headers={"User-Agent": "tsbench"})
@@ -139,17 +160,13 @@ def _download(url: str, remote: RemoteFile, target_dir: Path, timeout: float) ->
     fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=f".{remote.filename}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TimeRemainingColumn())
-            with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
-                task = progress.add_task(remote.filename, total=total)
+            with _progress_bar(remote.filename, int(length) if length and length.isdigit() else None) as advance:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
-                    progress.advance(task, len(chunk))
+                    advance(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         actual = digest.hexdigest()
