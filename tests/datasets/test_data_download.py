@@ -120,3 +120,16 @@ def test_named_dataset_downloads_when_missing(http_root: str, tmp_path: Path) ->
     splits = plugin.load(plugin.params_model(data_dir=str(tmp_path / "nothing")), Windows(4, 2, 2), None)
     assert splits.info["sha256"] == digest() and splits.info["sha256_known"]
     assert len(splits.test) == (int(24 * 0.2) + 4) - (4 + 2) + 1
+
+
+def test_download_without_a_bar_when_live_display_is_busy(source: Path, isolated_cache: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.errors import LiveError
+    from rich.progress import Progress
+
+    def busy(self) -> None:
+        raise LiveError("Only one live display may be active at once")
+
+    monkeypatch.setattr(Progress, "start", busy)
+    remote = RemoteFile("tiny.csv", ((source / "tiny.csv").as_uri(),), (digest(),))
+    assert files.fetch(remote, isolated_cache).read_text() == CONTENT
