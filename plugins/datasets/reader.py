@@ -72,12 +72,15 @@ def _dates(path: Path, raw: pd.Series, name: str) -> pd.DatetimeIndex:
         bad = np.flatnonzero(parsed.isna().to_numpy())
         return int(bad[0]) if len(bad) else None
 
-    parsed = pd.to_datetime(raw, errors="coerce")
-    row = first_bad(parsed)
-    if row is not None and raw.notna().all():
-        # the format is inferred from the first row; rows written differently get a second, per-row chance
-        parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+    try:
+        parsed = pd.to_datetime(raw, errors="coerce")
         row = first_bad(parsed)
+        if row is not None and raw.notna().all():
+            # the format is inferred from the first row; rows written differently get a second, per-row chance
+            parsed = pd.to_datetime(raw, errors="coerce", format="mixed")
+            row = first_bad(parsed)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. mixed time zones
+        raise DataError(f"{path}: column {name!r}: the timestamps cannot be read as one time axis ({exc})") from None
     if row is not None:
         raise DataError(
             f"{path}: column {name!r}, line {_line(row)}: {raw.iloc[row]!r} is not a date/time; fix or remove the row"

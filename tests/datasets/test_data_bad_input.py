@@ -132,3 +132,10 @@ def test_empty_and_header_only_files(tmp_path: Path) -> None:
 def test_missing_user_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data file .*nowhere.csv not found; looked in .*--data-dir"):
         load_csv(tmp_path / "nowhere.csv")
+
+
+def test_mixed_time_zones(tmp_path: Path) -> None:
+    path = tmp_path / "tz.csv"
+    path.write_text("date,a,OT\n2020-01-01T00:00:00+01:00,1,1\n2020-01-01T01:00:00+02:00,2,2\n")
+    with pytest.raises(DataError, match=r"tz.csv: column 'date': the timestamps cannot be read as one time axis"):
+        read_csv_table(path)
