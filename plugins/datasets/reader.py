@@ -106,7 +106,7 @@ def _numeric(path: Path, raw: pd.Series, name: str) -> np.ndarray:
         row = int(bad[0])
         raise DataError(
             f"{path}: column {name!r}, line {_line(row)}: {raw.iloc[row]!r} is not a number "
-            f"({len(bad)} non-numeric cell(s) in this column); fix the file or drop the column"
+            f"({len(bad)} non-numeric cell(s) in this column); fix the file, or leave the column out with `columns`"
         )
     return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
 
