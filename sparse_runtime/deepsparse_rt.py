@@ -52,34 +52,52 @@ class DeepSparseSession:
 def parse_engine_diagnostics(log: str) -> dict[str, Any]:
     """Which ONNX nodes the engine compiled and which fell back, from a ``NM_LOGGING_LEVEL=debug`` log.
 
-    The log prints the whole graph after ``Printing GraphViewer main_graph:`` and each compiled subgraph after
-    ``Printing subgraph:``, one ``Node <i>: <OpType> <name>`` line per node.
+    The log prints the whole graph after ``Printing GraphViewer main_graph:`` and each candidate subgraph
+    after ``Printing subgraph:``, one ``Node <i>: <OpType> <name>`` line per node. A candidate followed by
+    ``FAILED TO COMPILE`` (and a ``Message:`` line) falls back as a whole; the message is kept.
     """
     all_nodes: dict[str, str] = {}
     supported: set[str] = set()
-    target: dict[str, str] | set[str] | None = None
-    for line in log.splitlines():
+    current: set[str] = set()
+    errors: list[str] = []
+    section: str | None = None
+    expect_message = False
+    for raw in log.splitlines():
+        line = raw.strip()
+        if expect_message and line.startswith("Message:"):
+            errors.append(line.removeprefix("Message:").strip())
+            expect_message = False
+            continue
         if "Printing GraphViewer main_graph" in line:
-            target = all_nodes
+            section = "graph"
             continue
         if "Printing subgraph:" in line:
-            target = supported
+            supported |= current
+            current, section = set(), "subgraph"
             continue
-        match = _NODE_LINE.match(line.strip())
-        if match and target is not None:
+        if "FAILED TO COMPILE" in line:
+            current, section, expect_message = set(), None, True
+            continue
+        match = _NODE_LINE.match(line)
+        if match and section is not None:
             op, name = match.group(1), match.group(2)
-            if isinstance(target, dict):
-                target[name] = op
+            if section == "graph":
+                all_nodes[name] = op
             else:
-                target.add(name)
+                current.add(name)
             continue
-        if line.startswith("[") or not line.strip():
-            target = None
+        if "Created" in line and "compiled subgraphs" in line:
+            supported |= current
+            current = set()
+        if raw.startswith("[") or not line:
+            section = None
+    supported |= current
     fallback = {name: op for name, op in all_nodes.items() if name not in supported}
     return {
         "fallback_nodes": sorted(f"{op} {name}" for name, op in fallback.items()),
         "fallback_ops": dict(sorted(Counter(fallback.values()).items())),
         "n_nodes": len(all_nodes),
+        "compile_errors": errors,
     }
 
 

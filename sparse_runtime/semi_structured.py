@@ -27,6 +27,12 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 def is_n_m_sparse(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """True when every group of ``m`` consecutive weights along the input dimension has at most ``n``
     non-zeros (the layout the sparse tensor cores need: groups run along each row of ``[out, in]``)."""
+    try:  # the N:M pruner's checker is the single definition when the built-in pruners are installed
+        from plugins.pruners.nm import is_nm_sparse
+    except ImportError:
+        is_nm_sparse = None
+    if is_nm_sparse is not None:
+        return bool(is_nm_sparse(weight, n, m))
     if weight.ndim != 2 or weight.shape[1] % m:
         return False
     groups = weight.detach().reshape(weight.shape[0], -1, m)

@@ -81,3 +81,39 @@ def time_session(session: RuntimeSession, inputs: Sequence[np.ndarray], *, warmu
         if gc_was_enabled:
             gc.enable()
     return summarize(latencies, batch_size=batch_size, warmup=warmup)
+
+
+def time_sessions_interleaved(sessions: dict[str, RuntimeSession], inputs: Sequence[np.ndarray], *,
+                              warmup: int = 5, repeats: int = 20, rounds: int = 4,
+                              batch_size: int | None = None) -> dict[str, TimingResult]:
+    """Time several sessions on the same inputs, alternating between them in ``rounds`` blocks.
+
+    On a shared or thermally throttled machine, load changes during a run would otherwise bias whichever
+    session happened to be timed later; alternating blocks spreads such drift over every session.
+    Each session gets ``warmup`` untimed calls first and ``repeats`` timed calls in total.
+    """
+    if repeats < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"need repeats >= 1, warmup >= 0, rounds >= 1 (got {repeats}, {warmup}, {rounds})")
+    inputs = list(inputs)
+    if batch_size is None:
+        batch_size = int(inputs[0].shape[0]) if inputs and np.ndim(inputs[0]) > 0 else 1
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(inputs)
+    rounds = min(rounds, repeats)
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    latencies: dict[str, list[float]] = {name: [] for name in sessions}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for count in per_round:
+            for name, session in sessions.items():
+                for _ in range(count):
+                    start = time.perf_counter_ns()
+                    session.run(inputs)
+                    latencies[name].append((time.perf_counter_ns() - start) / 1e6)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: summarize(lat, batch_size=batch_size, warmup=warmup) for name, lat in latencies.items()}

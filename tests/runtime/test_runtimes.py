@@ -108,6 +108,24 @@ def test_parse_engine_diagnostics() -> None:
     assert parsed["n_nodes"] == 4
     assert parsed["fallback_ops"] == {"Trilu": 1, "Where": 1}
     assert parsed["fallback_nodes"] == ["Trilu /Trilu", "Where /w/Where"]
+    assert parsed["compile_errors"] == []
+
+
+def test_parse_engine_diagnostics_failed_subgraph() -> None:
+    log = "\n".join([
+        "Printing GraphViewer main_graph:",
+        "Node 0: MatMul /m/MatMul",
+        "Node 1: Transpose /T",
+        "[nm_ort 1 >DIAGNOSE< supported_subgraphs x.cc:826] Printing subgraph:",
+        "Node 0: MatMul /m/MatMul",
+        "Node 1: Transpose /T",
+        "[nm_ort 1 >DIAGNOSE< supported_subgraphs x.cc:1028] ==== FAILED TO COMPILE ====",
+        "Message: Invalid node /T_output_0: bad transpose indices",
+        "[nm_ort 1 >DIAGNOSE< x.cc:322] Created 0 compiled subgraphs.",
+    ])
+    parsed = deepsparse_rt.parse_engine_diagnostics(log)
+    assert parsed["fallback_ops"] == {"MatMul": 1, "Transpose": 1}
+    assert parsed["compile_errors"] == ["Invalid node /T_output_0: bad transpose indices"]
 
 
 def test_deepsparse_unavailable_reasons(monkeypatch) -> None:

@@ -1,0 +1,244 @@
+"""``tsbench bench``: time one ad-hoc cell on random-initialised weights, next to its dense reference.
+
+Latency does not depend on training, so nothing is trained: the model is built with seed 0, pruned one-shot,
+and for every runtime both the dense and the pruned model are exported/compiled, checked against torch eager
+on two random batches (the correctness gate) and only then timed, alternating between the two so that load
+from elsewhere on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from tsbench_core.accounting import count_macs, count_params
+from tsbench_core.data import Batch, DataShape, example_inputs
+from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
+from tsbench_core.protocols import PruneContext, availability_of, time_encoding_of
+from tsbench_core.timing import time_sessions_interleaved
+from tsbench_core.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_session
+
+REFERENCE_RUNTIME = "torch-eager"
+
+
+def _validate(plugin: Any, raw: dict[str, Any], flag: str) -> Any:
+    try:
+        return plugin.params_model.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise UserError(f"{flag} for {plugin.name!r}: {problems}") from None
+
+
+def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path) -> PruneContext:
+    """A context without data or training: random calibration batches, and a ``train`` that trains nothing."""
+
+    def calibration_batches() -> Iterable[Batch]:
+        for seed in range(100, 102):
+            inputs = example_inputs(shape, 8, encoding, seed=seed)  # type: ignore[arg-type]
+            yield Batch(*inputs, y=torch.zeros(8, shape.pred_len, shape.c_out))
+
+    def train(model: nn.Module, **_: Any) -> dict[str, Any]:
+        return {"trained": False, "note": "tsbench bench does not train (latency does not depend on it)"}
+
+    return PruneContext(model_name, example_inputs(shape, 2, encoding), calibration_batches,  # type: ignore[arg-type]
+                        lambda p, t: torch.mean((p - t) ** 2), train, seed=0, workdir=workdir)
+
+
+def _macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    counted = count_macs(model, inputs, per_sample=True)
+    return {"macs_dense": counted["macs_dense"], "macs_effective": counted["macs_effective"]}
+
+
+def bench(
+    model: str,
+    pruner: str,
+    sparsity: float,
+    runtimes: list[str],
+    batch_size: int,
+    *,
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 20,
+    model_params: dict[str, Any] | None = None,
+    pruner_params: dict[str, Any] | None = None,
+    seq_len: int = 96,
+    label_len: int = 48,
+    pred_len: int = 96,
+    enc_in: int = 7,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    rounds: int = 4,
+    registry: Any = None,
+) -> list[dict[str, Any]]:
+    """One row per runtime: dense and pruned latency on that runtime, the speedup, the gate's error figures.
+
+    ``status`` is ``ok``, ``skipped`` (runtime unavailable, with ``reason``) or ``failed`` (export failure or
+    mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
+    """
+    if registry is None:
+        from tsbench_core.registry import load_plugins
+
+        registry = load_plugins()
+    if not 0.0 <= sparsity < 1.0:
+        raise UserError(f"--sparsity must be in [0, 1), got {sparsity}")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise UserError(f"need --batch-size >= 1, --repeats >= 1, --warmup >= 0 (got {batch_size}, {repeats}, "
+                        f"{warmup})")
+    if not runtimes:
+        raise UserError("give at least one --runtime")
+    threads = threads or os.cpu_count() or 1
+    model_plugin = registry.get("model", model)
+    pruner_plugin = registry.get("pruner", pruner)
+    runtime_plugins = [registry.get("runtime", name) for name in dict.fromkeys(runtimes)]
+    mparams = _validate(model_plugin, model_params or {}, "--model-params")
+    pparams = _validate(pruner_plugin, pruner_params or {}, "--pruner-params")
+    if label_len > seq_len:
+        raise UserError(f"--label-len ({label_len}) cannot exceed --seq-len ({seq_len})")
+    shape = DataShape(enc_in, enc_in, enc_in, seq_len, label_len, pred_len)
+    encoding = time_encoding_of(mparams)
+
+    torch.manual_seed(0)
+    dense = model_plugin.build(mparams, shape).eval()
+    example = example_inputs(shape, batch_size, encoding, seed=0)
+    gate_batches = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=s)) for s in (1, 2)]
+    timing_inputs = [t.numpy() for t in example]
+    small = example_inputs(shape, 2, encoding, seed=3)
+
+    with tempfile.TemporaryDirectory(prefix="tsbench-bench-") as tmp:
+        workdir = Path(tmp)
+        pruned: nn.Module | None = None
+        prune_info: dict[str, Any] = {}
+        if sparsity > 0:
+            context = _prune_context(model, shape, encoding, workdir)
+            try:
+                result = pruner_plugin.prune(copy.deepcopy(dense), sparsity, pparams, context)
+            except (CellError, UserError):
+                raise
+            except Exception as exc:
+                raise CellError(f"pruner {pruner!r} failed on {model}: {type(exc).__name__}: {exc}") from exc
+            pruned = result.model.eval()
+            prune_info = result.info
+        dense_macs = _macs(dense, small)
+        common = {
+            "model": model, "pruner": pruner, "structure": getattr(pruner_plugin, "structure", None),
+            "sparsity": sparsity, "batch_size": batch_size, "threads": threads,
+            "params_dense": count_params(dense)["params_total"], "macs_dense_per_sample": dense_macs["macs_dense"],
+        }
+        if pruned is not None:
+            counts = count_params(pruned)
+            pruned_macs = _macs(pruned, small)
+            common.update({
+                "params_pruned": counts["params_total"],
+                "achieved_sparsity": counts["sparsity_prunable"],
+                # dense kernels execute macs_dense; only a sparsity-aware kernel can approach macs_effective
+                "mac_reduction_dense_kernels": dense_macs["macs_dense"] / max(pruned_macs["macs_dense"], 1),
+                "mac_reduction_effective": dense_macs["macs_dense"] / max(pruned_macs["macs_effective"], 1),
+                "prune_info": prune_info,
+            })
+        rows = []
+        for plugin in runtime_plugins:
+            row = {**common, "runtime": plugin.name}
+            rows.append(row)
+            _bench_runtime(row, plugin, dense, pruned, example, gate_batches, timing_inputs, threads=threads,
+                           warmup=warmup, repeats=repeats, rounds=rounds, atol=atol, rtol=rtol,
+                           workdir=workdir / plugin.name)
+    eager = next((r for r in rows if r["runtime"] == REFERENCE_RUNTIME and r["status"] == "ok"), None)
+    for row in rows:
+        if eager is not None and row["status"] == "ok":
+            best = row.get("pruned_ms") or row.get("dense_ms")
+            row["speedup_vs_eager_dense"] = eager["dense_ms"] / best if best else None
+    return rows
+
+
+def _bench_runtime(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned: nn.Module | None,
+                   example: tuple[torch.Tensor, ...], gate_batches: list[tuple[np.ndarray, ...]],
+                   timing_inputs: list[np.ndarray], *, threads: int, warmup: int, repeats: int, rounds: int,
+                   atol: float, rtol: float, workdir: Path) -> None:
+    """Fill ``row`` for one runtime: prepare both variants, gate both, time both interleaved."""
+    available = availability_of(plugin)
+    if not available.available:
+        row.update(status="skipped", reason=available.reason)
+        return
+    params = plugin.params_model()
+    variants = {"dense": dense} if pruned is None else {"dense": dense, "pruned": pruned}
+    sessions: dict[str, Any] = {}
+    try:
+        for variant, module in variants.items():
+            session = plugin.prepare(copy.deepcopy(module), example, params, threads=threads,
+                                     workdir=workdir / variant)
+            sessions[variant] = session
+            row[f"{variant}_max_abs_err"] = verify_session(session, module, gate_batches, atol=atol, rtol=rtol)
+            row[f"{variant}_info"] = getattr(session, "info", {})
+        variant = "timing"
+        results = time_sessions_interleaved(sessions, timing_inputs, warmup=warmup, repeats=repeats,
+                                            rounds=rounds)
+    except RuntimeUnavailable as exc:
+        row.update(status="skipped", reason=str(exc))
+        return
+    except CellError as exc:
+        row.update(status="failed", reason=f"{variant}: {exc}")
+        return
+    except Exception as exc:  # a runtime bug must not take the other runtimes' rows down
+        row.update(status="failed", reason=f"{variant}: {type(exc).__name__}: {exc}")
+        return
+    finally:
+        for session in sessions.values():
+            session.close()
+    row["status"] = "ok"
+    for variant, result in results.items():
+        row[f"{variant}_ms"] = result.median_ms
+        row[f"{variant}_p10_ms"] = result.p10_ms
+        row[f"{variant}_p90_ms"] = result.p90_ms
+        row[f"{variant}_samples_per_s"] = result.throughput_samples_per_s
+    if "pruned" in results:
+        row["speedup"] = results["dense"].median_ms / results["pruned"].median_ms
+    row["repeats"] = repeats
+    row["warmup"] = warmup
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
+    """Print the rows as a rich table, or as JSON (one array) on stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    first = rows[0] if rows else {}
+    title = (f"tsbench bench: {first.get('model')} / {first.get('pruner')} {first.get('sparsity')} / "
+             f"batch {first.get('batch_size')} / {first.get('threads')} threads")
+    table = Table(title=title)
+    for col in ("runtime", "status", "dense ms", "pruned ms", "speedup", "vs eager dense", "max err",
+                "sparsity", "MAC red.", "notes"):
+        table.add_column(col, justify="left" if col in ("runtime", "status", "notes") else "right")
+    for r in rows:
+        info = r.get("pruned_info") or r.get("dense_info") or {}
+        notes = r.get("reason", "")
+        if "fraction_of_supported_ops" in info:
+            notes = f"supported ops {info['fraction_of_supported_ops']:.3f} " + notes
+        errs = [r.get(k) for k in ("dense_max_abs_err", "pruned_max_abs_err") if r.get(k) is not None]
+        reduction = r.get("mac_reduction_effective") if r.get("structure") != "structured" else \
+            r.get("mac_reduction_dense_kernels")
+        table.add_row(
+            r["runtime"], r.get("status", "?"), _fmt(r.get("dense_ms"), ".2f"), _fmt(r.get("pruned_ms"), ".2f"),
+            _fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") else ""),
+            _fmt(r.get("speedup_vs_eager_dense"), ".2f"), _fmt(max(errs) if errs else None, ".1e"),
+            _fmt(r.get("achieved_sparsity"), ".3f"), _fmt(reduction, ".2f"), notes.strip(),
+        )
+    Console().print(table)
+    Console().print("Latency: median of the timed calls (p10/p90 in --json); the machine's load affects it.")
