@@ -10,6 +10,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import pytest
 import torch
 from pydantic import BaseModel
 from torch import nn
@@ -25,6 +26,16 @@ FORBIDDEN_OPS = {"Where", "Trilu", "Expand", "Tile", "Shape", "Einsum", "RandomN
 def shape(pred_len: int = 24, seq_len: int = 48, channels: int = 3, label_len: int = 24) -> DataShape:
     return DataShape(enc_in=channels, dec_in=channels, c_out=channels, seq_len=seq_len, label_len=label_len,
                      pred_len=pred_len)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models on a shared, oversubscribed CPU run many times faster on one intra-op thread (a second
+    thread spin-waits for a core); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from model_checks_b import (
     check_training_lowers_val_loss,
     linear,
     n_params,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
     params_model,
     shape,
 )
