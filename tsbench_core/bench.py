@@ -225,7 +225,8 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
     table = Table(title=title)
     for col in ("runtime", "status", "dense ms", "pruned ms", "speedup", "vs eager dense", "max err",
                 "sparsity", "MAC red.", "notes"):
-        table.add_column(col, justify="left" if col in ("runtime", "status", "notes") else "right")
+        table.add_column(col, justify="left" if col in ("runtime", "status", "notes") else "right",
+                         no_wrap=col != "notes", overflow="fold")
     for r in rows:
         info = r.get("pruned_info") or r.get("dense_info") or {}
         notes = r.get("reason", "")
@@ -240,5 +241,8 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
             _fmt(r.get("speedup_vs_eager_dense"), ".2f"), _fmt(max(errs) if errs else None, ".1e"),
             _fmt(r.get("achieved_sparsity"), ".3f"), _fmt(reduction, ".2f"), notes.strip(),
         )
-    Console().print(table)
-    Console().print("Latency: median of the timed calls (p10/p90 in --json); the machine's load affects it.")
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)
+    console.print("Latency: median of the timed calls (p10/p90 in --json); other load on the machine affects it.")
