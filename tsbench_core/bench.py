@@ -147,12 +147,36 @@ def bench(
                 "prune_info": prune_info,
             })
         rows = []
-        for plugin in runtime_plugins:
-            row = {**common, "runtime": plugin.name}
-            rows.append(row)
-            _bench_runtime(row, plugin, dense, pruned, example, gate_batches, timing_inputs, threads=threads,
-                           warmup=warmup, repeats=repeats, rounds=rounds, atol=atol, rtol=rtol,
-                           workdir=workdir / plugin.name)
+        sessions: dict[tuple[str, str], Any] = {}
+        try:
+            for plugin in runtime_plugins:
+                row = {**common, "runtime": plugin.name}
+                rows.append(row)
+                prepared = _prepare_and_gate(row, plugin, dense, pruned, example, gate_batches, threads=threads,
+                                             atol=atol, rtol=rtol, workdir=workdir / plugin.name)
+                sessions.update({(plugin.name, variant): session for variant, session in prepared.items()})
+            # every gated session of every runtime, timed in alternating blocks: on a shared machine, load
+            # changes then hit all of them alike, so the ratios between them stay meaningful
+            results = time_sessions_interleaved({f"{r}\x00{v}": s for (r, v), s in sessions.items()},
+                                                timing_inputs, warmup=warmup, repeats=repeats, rounds=rounds)
+        finally:
+            for session in sessions.values():
+                session.close()
+    for row in rows:
+        if row.get("status") != "gated":
+            continue
+        row["status"] = "ok"
+        for variant in ("dense", "pruned"):
+            result = results.get(f"{row['runtime']}\x00{variant}")
+            if result is None:
+                continue
+            row[f"{variant}_ms"] = result.median_ms
+            row[f"{variant}_p10_ms"] = result.p10_ms
+            row[f"{variant}_p90_ms"] = result.p90_ms
+            row[f"{variant}_samples_per_s"] = result.throughput_samples_per_s
+        if "pruned_ms" in row:
+            row["speedup"] = row["dense_ms"] / row["pruned_ms"]
+        row["repeats"], row["warmup"], row["timing"] = repeats, warmup, f"interleaved, {rounds} rounds"
     eager = next((r for r in rows if r["runtime"] == REFERENCE_RUNTIME and r["status"] == "ok"), None)
     for row in rows:
         if eager is not None and row["status"] == "ok":
@@ -161,18 +185,19 @@ def bench(
     return rows
 
 
-def _bench_runtime(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned: nn.Module | None,
-                   example: tuple[torch.Tensor, ...], gate_batches: list[tuple[np.ndarray, ...]],
-                   timing_inputs: list[np.ndarray], *, threads: int, warmup: int, repeats: int, rounds: int,
-                   atol: float, rtol: float, workdir: Path) -> None:
-    """Fill ``row`` for one runtime: prepare both variants, gate both, time both interleaved."""
+def _prepare_and_gate(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned: nn.Module | None,
+                      example: tuple[torch.Tensor, ...], gate_batches: list[tuple[np.ndarray, ...]], *,
+                      threads: int, atol: float, rtol: float, workdir: Path) -> dict[str, Any]:
+    """Prepare and gate the dense (and pruned) model on one runtime; sets ``row["status"]`` to ``gated``,
+    ``skipped`` or ``failed`` and returns the gated sessions (none unless both variants passed)."""
     available = availability_of(plugin)
     if not available.available:
         row.update(status="skipped", reason=available.reason)
-        return
+        return {}
     params = plugin.params_model()
     variants = {"dense": dense} if pruned is None else {"dense": dense, "pruned": pruned}
     sessions: dict[str, Any] = {}
+    variant = "dense"
     try:
         for variant, module in variants.items():
             session = plugin.prepare(copy.deepcopy(module), example, params, threads=threads,
@@ -180,31 +205,18 @@ def _bench_runtime(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned: n
             sessions[variant] = session
             row[f"{variant}_max_abs_err"] = verify_session(session, module, gate_batches, atol=atol, rtol=rtol)
             row[f"{variant}_info"] = getattr(session, "info", {})
-        variant = "timing"
-        results = time_sessions_interleaved(sessions, timing_inputs, warmup=warmup, repeats=repeats,
-                                            rounds=rounds)
-    except RuntimeUnavailable as exc:
-        row.update(status="skipped", reason=str(exc))
-        return
-    except CellError as exc:
-        row.update(status="failed", reason=f"{variant}: {exc}")
-        return
-    except Exception as exc:  # a runtime bug must not take the other runtimes' rows down
-        row.update(status="failed", reason=f"{variant}: {type(exc).__name__}: {exc}")
-        return
-    finally:
+    except Exception as exc:
         for session in sessions.values():
             session.close()
-    row["status"] = "ok"
-    for variant, result in results.items():
-        row[f"{variant}_ms"] = result.median_ms
-        row[f"{variant}_p10_ms"] = result.p10_ms
-        row[f"{variant}_p90_ms"] = result.p90_ms
-        row[f"{variant}_samples_per_s"] = result.throughput_samples_per_s
-    if "pruned" in results:
-        row["speedup"] = results["dense"].median_ms / results["pruned"].median_ms
-    row["repeats"] = repeats
-    row["warmup"] = warmup
+        if isinstance(exc, RuntimeUnavailable):
+            row.update(status="skipped", reason=str(exc))
+        elif isinstance(exc, CellError):
+            row.update(status="failed", reason=f"{variant}: {exc}")
+        else:  # a runtime bug must not take the other runtimes' rows down
+            row.update(status="failed", reason=f"{variant}: {type(exc).__name__}: {exc}")
+        return {}
+    row["status"] = "gated"
+    return sessions
 
 
 def _fmt(value: Any, spec: str) -> str:
