@@ -1,0 +1,98 @@
+"""``tsbench report``: report.md, a self-contained report.html, PNG + SVG plots and results.csv from a store.
+
+Layout of ``out_dir``::
+
+    report.md  report.html  results.csv  plots/<section>_<plot>.{png,svg}  plots/pytest_benchmark.{png,svg}
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from matplotlib.figure import Figure as MplFigure
+
+from tsbench_core.report.benchjson import BenchEntry, benchmark_table, load_benchmark_json
+from tsbench_core.report.data import ReportData, latest_environment, load_report_data
+from tsbench_core.report.document import Block, Bullets, Figure, Heading, Text, run_summary
+from tsbench_core.report.html import render_html
+from tsbench_core.report.markdown import render_markdown
+from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure
+from tsbench_core.report.tables import accuracy_table, environment_tables, failures_table, latency_table
+from tsbench_core.tables import to_csv
+
+__all__ = ["write_report"]
+
+PLOTS_DIR = "plots"
+_NOISE = ("Latencies are medians over the spec's timing repeats, measured on the machine described below; on a "
+          "shared or busy machine they are noisy, so compare speedups (same runtime, same run) rather than "
+          "absolute times.")
+
+
+def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchmark_json: list[Path]) -> list[Path]:
+    """Write the report of ``spec_name`` (every spec when ``None``) from the store at ``store_path``.
+
+    ``benchmark_json``: pytest-benchmark JSON files shown beside the store. Returns the files written.
+    Raises ``UserError`` for a missing or empty store, an unknown spec name or an unreadable JSON file.
+    """
+    data = load_report_data(Path(store_path), spec_name)
+    entries: list[BenchEntry] = [e for path in benchmark_json for e in load_benchmark_json(Path(path))]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    blocks = _blocks(data, entries, out_dir, written)
+    title = f"tsbench report — {spec_name or ', '.join(sorted({s.spec_name for s in data.sections}))}"
+    written.append(_write_text(out_dir / "report.md", render_markdown(blocks)))
+    written.append(_write_text(out_dir / "report.html", render_html(blocks, title)))
+    written.append(_write_text(out_dir / "results.csv", to_csv(data.rows)))
+    return written
+
+
+def _blocks(data: ReportData, entries: list[BenchEntry], out_dir: Path, written: list[Path]) -> list[Block]:
+    plots = out_dir / PLOTS_DIR
+    spec_names = sorted({s.spec_name for s in data.sections})
+    blocks: list[Block] = [
+        Heading(1, f"tsbench report: {', '.join(spec_names)}"),
+        Text(f"{len(data.rows)} cells from {data.store_path}; every cell is also in results.csv. {_NOISE}"),
+    ]
+    if data.runs:
+        blocks.append(Bullets(run_summary(data.runs)))
+    for section in data.sections:
+        blocks += [Heading(2, section.title), accuracy_table(section), latency_table(section)]
+        for stem, caption, draw in PLOTS:
+            fig = draw(section)
+            if fig is None:
+                continue
+            blocks.append(_figure(fig, plots, f"{section.slug}_{stem}", f"{caption} — {section.title}", written))
+    failed = failures_table(data.rows)
+    if failed is not None:
+        blocks += [Heading(2, "Failed and skipped cells"), failed]
+    if entries:
+        blocks += [Heading(2, "pytest-benchmark results"), benchmark_table(entries, data.rows)]
+        fig = benchmark_medians(entries)
+        if fig is not None:
+            blocks.append(_figure(fig, plots, "pytest_benchmark", "pytest-benchmark median times per file",
+                                  written))
+    env_tables = environment_tables(latest_environment(data.runs))
+    if env_tables:
+        blocks += [Heading(2, "Environment (most recent run)"), *env_tables]
+    return blocks
+
+
+def _figure(fig: MplFigure, folder: Path, stem: str, caption: str, written: list[Path]) -> Figure:
+    png, svg = save_figure(fig, folder, stem)
+    written += [png, svg]
+    return Figure(caption, png, f"{PLOTS_DIR}/{png.name}", f"{PLOTS_DIR}/{svg.name}")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,140 @@
+"""Report data: stored rows read and checked, grouped per (spec, dataset, horizon), reduced to what tables and
+plots show. Pure functions over row dicts (no matplotlib, no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tsbench_core.cells import DENSE
+from tsbench_core.errors import UserError
+from tsbench_core.store import STATUS_OK, Store
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Section:
+    """The rows of one (spec, dataset, horizon): what one block of the report shows."""
+
+    spec_name: str
+    dataset: str
+    pred_len: int
+    seq_len: int | None
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset}, horizon {self.pred_len} (seq_len {self.seq_len}) — spec {self.spec_name}"
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe id of the section."""
+        raw = f"{self.spec_name}_{self.dataset}_H{self.pred_len}"
+        return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)
+
+    @property
+    def ok_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.get("status") == STATUS_OK]
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows: the sections, all rows, and the runs (with environments) that made them."""
+
+    store_path: Path
+    spec_name: str | None
+    rows: list[Row]
+    sections: list[Section]
+    runs: list[dict[str, Any]]
+
+
+def load_report_data(store_path: Path, spec_name: str | None) -> ReportData:
+    """Read the store; ``UserError`` when it is missing or empty, or holds no spec named ``spec_name``."""
+    store_path = Path(store_path)
+    if not store_path.is_file():
+        raise UserError(f"{store_path}: no results store here; run `tsbench run SPEC --store {store_path}` first")
+    with Store(store_path) as store:
+        names = store.spec_names()
+        if not names:
+            raise UserError(f"{store_path}: the store holds no results yet; run `tsbench run SPEC` first")
+        if spec_name is not None and spec_name not in names:
+            raise UserError(f"{store_path}: no results for spec {spec_name!r}; the store holds: {', '.join(names)}")
+        rows = store.rows(spec_name)
+        runs = [r for r in store.runs() if spec_name is None or r.get("spec_name") == spec_name]
+    return ReportData(store_path, spec_name, rows, group_sections(rows), runs)
+
+
+def group_sections(rows: Iterable[Row]) -> list[Section]:
+    """Rows grouped by (spec, dataset, horizon), in first-seen order (the store sorts them)."""
+    sections: dict[tuple[Any, ...], Section] = {}
+    for row in rows:
+        key = (row.get("spec_name"), row.get("dataset"), row.get("pred_len"), row.get("seq_len"))
+        if key not in sections:
+            sections[key] = Section(str(key[0]), str(key[1]), int(key[2] or 0), key[3])
+        sections[key].rows.append(row)
+    return list(sections.values())
+
+
+def sparsity_of(row: Row) -> float:
+    """The achieved sparsity of a row, else its target (dense rows are 0)."""
+    value = row.get("achieved_sparsity")
+    if value is None:
+        value = row.get("target_sparsity")
+    return float(value or 0.0)
+
+
+def model_rows(rows: Iterable[Row]) -> list[Row]:
+    """One row per (model, pruner, target sparsity): the model columns are the same on every runtime.
+
+    Prefers an ``ok`` row; a job with no ok row keeps its first row (so a failure still shows up).
+    """
+    chosen: dict[tuple[Any, ...], Row] = {}
+    for row in rows:
+        key = (row.get("model"), row.get("pruner"), row.get("target_sparsity"))
+        if key not in chosen or (chosen[key].get("status") != STATUS_OK and row.get("status") == STATUS_OK):
+            chosen[key] = row
+    return list(chosen.values())
+
+
+def dense_mse(rows: Iterable[Row], model: str) -> float | None:
+    """Test MSE of the dense reference of ``model`` among ``rows``."""
+    for row in rows:
+        if row.get("model") == model and row.get("pruner") == DENSE and row.get("mse") is not None:
+            return float(row["mse"])
+    return None
+
+
+def per_sample_ms(row: Row) -> float | None:
+    latency, batch = row.get("latency_ms_median"), row.get("batch_size") or 1
+    return None if latency is None else float(latency) / batch
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated when both coordinates are minimised, sorted by the first one.
+
+    A point is dominated when another is <= on both coordinates and < on at least one.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front: list[int] = []
+    best = float("inf")
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def failures(rows: Iterable[Row]) -> list[Row]:
+    """Rows that are not ok (failed or skipped), with their error messages."""
+    return [r for r in rows if r.get("status") != STATUS_OK]
+
+
+def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Environment of the most recent run (the store sorts runs by start time)."""
+    for run in reversed(runs):
+        if run.get("environment"):
+            return run["environment"]
+    return {}

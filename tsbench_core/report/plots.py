@@ -1,0 +1,216 @@
+"""The report's figures, drawn on plain ``matplotlib.figure.Figure`` objects with the Agg canvas.
+
+No pyplot: nothing global is touched (backend, open-figure registry), so reports can be written from any
+process, including one with an interactive backend. Every function returns ``None`` when it has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from tsbench_core.cells import DENSE
+from tsbench_core.report.benchjson import BenchEntry
+from tsbench_core.report.data import Row, Section, dense_mse, model_rows, pareto_front, per_sample_ms, sparsity_of
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def _figure(n_panels: int = 1, width: float = 5.2, height: float = 4.0) -> tuple[Figure, list[Any]]:
+    cols = min(n_panels, 3)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for extra in axes[n_panels:]:
+        extra.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _style(index: int) -> dict[str, Any]:
+    return {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
+
+
+def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` into ``folder`` atomically; returns both paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in ("png", "svg"):
+        target = folder / f"{stem}.{fmt}"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".{fmt}")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                fig.savefig(handle, format=fmt, dpi=120)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
+
+
+def mse_vs_sparsity(section: Section) -> Figure | None:
+    """Test MSE against achieved sparsity, one panel per model, one line per pruner, dense as a dashed line."""
+    rows = [r for r in model_rows(section.ok_rows) if r.get("mse") is not None]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if not models:
+        return None
+    fig, axes = _figure(len(models))
+    for ax, model in zip(axes, models, strict=True):
+        mine = [r for r in rows if r["model"] == model]
+        pruners = list(dict.fromkeys(r["pruner"] for r in mine if r["pruner"] != DENSE))
+        for i, pruner in enumerate(pruners):
+            pts = sorted((sparsity_of(r), float(r["mse"])) for r in mine if r["pruner"] == pruner)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=pruner, **_style(i))
+        reference = dense_mse(mine, model)
+        if reference is not None:
+            ax.axhline(reference, color="black", linestyle="--", linewidth=1.2, label=f"dense ({reference:.4f})")
+        ax.set_title(model)
+        ax.set_xlabel("achieved sparsity (fraction of prunable weights at zero)")
+        ax.set_ylabel("test MSE (scaled data)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Test MSE vs sparsity — {section.dataset}, horizon {section.pred_len}")
+    return fig
+
+
+def speedup_vs_sparsity(section: Section) -> Figure | None:
+    """Measured speedup over the dense model against sparsity, one panel per runtime, with the ideal 1/density."""
+    rows = section.ok_rows
+    timed = [r for r in rows if r.get("speedup_vs_dense") is not None]
+    runtimes = list(dict.fromkeys(r["runtime"] for r in timed))
+    if not runtimes:
+        return None
+    several_bs = len({r.get("batch_size") for r in rows}) > 1
+    fig, axes = _figure(len(runtimes))
+    top = max(sparsity_of(r) for r in timed)
+    grid = np.linspace(0.0, min(top * 1.02, 0.995), 200)
+    for ax, runtime in zip(axes, runtimes, strict=True):
+        ax.plot(grid, 1.0 / (1.0 - grid), color="grey", linestyle=":", linewidth=1.5, label="ideal 1/density")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        mine = [r for r in timed if r["runtime"] == runtime]
+        series = list(dict.fromkeys((r["model"], r["pruner"], r.get("batch_size")) for r in mine))
+        for i, (model, pruner, batch) in enumerate(series):
+            pts = [(sparsity_of(r), float(r["speedup_vs_dense"])) for r in mine
+                   if (r["model"], r["pruner"], r.get("batch_size")) == (model, pruner, batch)]
+            has_dense = any(r["model"] == model and r["pruner"] == DENSE and r["runtime"] == runtime
+                            and r.get("batch_size") == batch for r in rows)
+            pts = sorted(pts + ([(0.0, 1.0)] if has_dense else []))
+            label = f"{model} · {pruner}" + (f" · bs{batch}" if several_bs else "")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **_style(i))
+        ax.set_yscale("log")
+        ax.set_title(runtime)
+        ax.set_xlabel("achieved sparsity")
+        ax.set_ylabel("speedup vs dense (median latency ratio)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Speedup vs sparsity — {section.dataset}, horizon {section.pred_len}")
+    return fig
+
+
+def latency_vs_macs(section: Section) -> Figure | None:
+    """Median batch latency against effective MACs per batch: colour = runtime, marker = model."""
+    rows = [r for r in section.ok_rows if r.get("latency_ms_median") and r.get("macs_effective")]
+    if not rows:
+        return None
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, (ax,) = _figure(1, width=7.0, height=4.8)
+    for r_i, runtime in enumerate(runtimes):
+        for m_i, model in enumerate(models):
+            mine = [r for r in rows if r["runtime"] == runtime and r["model"] == model]
+            if not mine:
+                continue
+            x = [float(r["macs_effective"]) * (r.get("batch_size") or 1) for r in mine]
+            y = [float(r["latency_ms_median"]) for r in mine]
+            ax.scatter(x, y, color=COLORS[r_i % len(COLORS)], marker=MARKERS[m_i % len(MARKERS)], s=42,
+                       label=f"{model} · {runtime}", alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("effective MACs per batch (nonzero weights only)")
+    ax.set_ylabel("median latency per batch (ms)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", ncol=2)
+    ax.set_title(f"Latency vs MACs — {section.dataset}, horizon {section.pred_len}")
+    return fig
+
+
+def short_label(row: Row) -> str:
+    sparsity = "" if row.get("pruner") == DENSE else f"@{row.get('target_sparsity', 0):g}"
+    return f"{row.get('model')} {row.get('pruner')}{sparsity} {row.get('runtime')}"
+
+
+def accuracy_latency_pareto(section: Section) -> Figure | None:
+    """Test MSE against latency per window for every timed cell, with the Pareto front (lower-left is better)."""
+    rows = [r for r in section.ok_rows if r.get("mse") is not None and per_sample_ms(r)]
+    if not rows:
+        return None
+    points = [(per_sample_ms(r) or 0.0, float(r["mse"])) for r in rows]
+    front = pareto_front(points)
+    fig, (ax,) = _figure(1, width=7.5, height=5.0)
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    for i, runtime in enumerate(runtimes):
+        idx = [k for k, r in enumerate(rows) if r["runtime"] == runtime]
+        ax.scatter([points[k][0] for k in idx], [points[k][1] for k in idx], color=COLORS[i % len(COLORS)],
+                   s=30, alpha=0.6, label=runtime)
+    fx = [points[k][0] for k in front]
+    fy = [points[k][1] for k in front]
+    ax.step(fx, fy, where="post", color="black", linewidth=1.5, label="Pareto front")
+    ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=90, linewidths=1.5)
+    for k in front:
+        ax.annotate(short_label(rows[k]), points[k], textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency per window (ms) = batch latency / batch size")
+    ax.set_ylabel("test MSE (scaled data)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}")
+    return fig
+
+
+def benchmark_medians(entries: Sequence[BenchEntry]) -> Figure | None:
+    """Median time of each pytest-benchmark benchmark (bars, IQR whiskers), one colour per JSON file."""
+    if not entries:
+        return None
+    names = list(dict.fromkeys(e.name for e in entries))
+    sources = list(dict.fromkeys(e.source for e in entries))
+    fig, (ax,) = _figure(1, width=9.0, height=max(2.5, 0.32 * len(names) * len(sources) + 1.2))
+    height = 0.8 / len(sources)
+    for s_i, source in enumerate(sources):
+        mine = {e.name: e for e in entries if e.source == source}
+        ys, medians, low, high = [], [], [], []
+        for n_i, name in enumerate(names):
+            if name in mine:
+                e = mine[name]
+                ys.append(n_i + (s_i - (len(sources) - 1) / 2) * height)
+                medians.append(e.median_ms)
+                low.append(max(e.median_ms - e.q1_ms, 0.0))
+                high.append(max(e.q3_ms - e.median_ms, 0.0))
+        ax.barh(ys, medians, height=height * 0.9, xerr=[low, high], color=COLORS[s_i % len(COLORS)],
+                label=source, capsize=2)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("median time per call (ms), whiskers: interquartile range")
+    ax.grid(alpha=0.3, axis="x", which="both")
+    ax.legend(fontsize="small")
+    ax.set_title("pytest-benchmark timings")
+    return fig
+
+
+PLOTS = (
+    ("mse_vs_sparsity", "Test MSE vs sparsity", mse_vs_sparsity),
+    ("speedup_vs_sparsity", "Speedup vs sparsity", speedup_vs_sparsity),
+    ("latency_vs_macs", "Latency vs MACs", latency_vs_macs),
+    ("pareto", "Accuracy–latency Pareto front", accuracy_latency_pareto),
+)
