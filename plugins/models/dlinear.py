@@ -62,9 +62,8 @@ class DLinear(nn.Module):
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor | None = None,
                 x_dec: torch.Tensor | None = None, x_mark_dec: torch.Tensor | None = None) -> torch.Tensor:
-        seasonal, trend = self.decomposition(x_enc)
-        out = self._project(self.linear_seasonal, seasonal.transpose(1, 2))
-        out = out + self._project(self.linear_trend, trend.transpose(1, 2))
+        seasonal, trend = self.decomposition.over_last_dim(x_enc.transpose(1, 2))  # [B, C, seq_len] each
+        out = self._project(self.linear_seasonal, seasonal) + self._project(self.linear_trend, trend)
         return out.transpose(1, 2)
 
 

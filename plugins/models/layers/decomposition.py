@@ -3,7 +3,7 @@
 The trend is a centred moving average; the ends are padded by repeating the first and last time step, so the
 output keeps the input length. Padding and averaging together are one linear map over time, so the average is
 computed as a product with a constant ``[L, L]`` matrix (built once per length): the export is a single
-``MatMul`` with a constant, no ``Pad(mode=edge)``, ``Expand`` or pooling op.
+``MatMul`` with a constant on the right (as for a Linear layer), no ``Pad(mode=edge)``, ``Expand`` or pooling.
 """
 
 from __future__ import annotations
@@ -37,14 +37,20 @@ class MovingAverage(nn.Module):
         self.kernel_size = kernel_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.over_last_dim(x.transpose(1, 2)).transpose(1, 2)
+
+    def over_last_dim(self, x: torch.Tensor) -> torch.Tensor:
+        """The same average for series laid out time-last, ``[..., L]``."""
         if self.kernel_size == 1:
             return x
-        matrix = torch.from_numpy(moving_average_matrix(int(x.shape[1]), self.kernel_size)).to(x.device, x.dtype)
-        return torch.matmul(matrix, x)
+        length = int(x.shape[-1])
+        matrix_t = torch.from_numpy(moving_average_matrix(length, self.kernel_size).T.copy())
+        # constant on the right, like a Linear layer: DeepSparse mis-infers the shape of const[L, L] @ x[B, L, C]
+        return torch.matmul(x, matrix_t.to(x.device, x.dtype))
 
 
 class SeriesDecomposition(nn.Module):
-    """``x -> (seasonal, trend)`` with ``trend = MovingAverage(x)`` and ``seasonal = x - trend``."""
+    """``x [B, L, C] -> (seasonal, trend)`` with ``trend = MovingAverage(x)`` and ``seasonal = x - trend``."""
 
     def __init__(self, kernel_size: int) -> None:
         super().__init__()
@@ -52,4 +58,9 @@ class SeriesDecomposition(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         trend = self.moving_avg(x)
+        return x - trend, trend
+
+    def over_last_dim(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same split for series laid out time-last, ``[..., L]``."""
+        trend = self.moving_avg.over_last_dim(x)
         return x - trend, trend
