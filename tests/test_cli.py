@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, tiny_spec
+from tsbench_testing import REPO, tiny_spec
 
 
 def tsbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from tsbench_testing import REPO
 
 EXAMPLE = REPO / "examples" / "tsbench-plugin-example"
 

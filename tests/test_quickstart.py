@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO
+from tsbench_testing import REPO
 
 from tsbench_core.runner import run
 from tsbench_core.spec import parse_spec, validate_against

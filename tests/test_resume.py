@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, tiny_spec
+from tsbench_testing import REPO, tiny_spec
 
 from tsbench_core.store import Store
 

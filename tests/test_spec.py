@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_spec
+from tsbench_testing import REPO, tiny_spec
 
 from tsbench_core.cells import DENSE, expand
 from tsbench_core.spec import SpecProblems, load_spec

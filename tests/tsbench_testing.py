@@ -1,0 +1,25 @@
+"""Helpers shared by the top-level tests (a uniquely named module: several conftest.py files exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_spec(name: str = "tiny", sparsities: list[float] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A spec that trains and times in a few seconds: synthetic data, a small DLinear, torch eager."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "datasets": [{"plugin": "synthetic", "params": {"length": 400, "n_vars": 2, "periods": [12]},
+                      "seq_len": 16, "label_len": 8, "pred_len": [8]}],
+        "models": [{"plugin": "dlinear"}],
+        "training": {"epochs": 1, "batch_size": 16, "lr": 0.001, "max_train_batches": 4},
+        "pruning": [{"pruner": "magnitude", "sparsities": sparsities or [0.5]}],
+        "runtimes": [{"plugin": "torch-eager"}],
+        "timing": {"batch_sizes": [4], "warmup": 1, "repeats": 2, "threads": 1},
+    }
+    spec.update(overrides)
+    return spec
