@@ -33,7 +33,9 @@ class DeepSparseParams(PluginParams):
     """Options of the deepsparse runtime."""
 
     opset: int = Field(DEFAULT_OPSET, ge=11, le=17)
-    diagnose_fallbacks: bool = True  # list the ops outside the engine when the supported fraction is < 1
+    # when the supported fraction is < 1: list the ops outside the engine, and run once in a subprocess first
+    # (DeepSparse 1.8 can abort the process on partitioned graphs; the cell fails instead)
+    diagnose_fallbacks: bool = True
 
 
 class DeepSparseSession:
@@ -101,19 +103,45 @@ def parse_engine_diagnostics(log: str) -> dict[str, Any]:
     }
 
 
-def diagnose_fallbacks(onnx_path: Path, batch_size: int, timeout: float = 600.0) -> dict[str, Any]:
-    """Compile once more in a subprocess with the engine's diagnostic log on, and parse it."""
+_PROBE = """
+import sys
+import numpy as np
+from deepsparse import compile_model
+engine = compile_model(sys.argv[1], batch_size=int(sys.argv[2]), num_cores=1)
+print("TSBENCH_COMPILED", flush=True)
+if len(sys.argv) > 3:
+    arrays = np.load(sys.argv[3])
+    engine.run([arrays[k] for k in sorted(arrays.files, key=lambda k: int(k.split("_")[1]))])
+    print("TSBENCH_RAN", flush=True)
+"""
+
+
+def diagnose_fallbacks(onnx_path: Path, batch_size: int, inputs: list[np.ndarray] | None = None,
+                       timeout: float = 900.0) -> dict[str, Any]:
+    """Compile (and run once on ``inputs``) in a subprocess with the engine's diagnostic log on; parse it.
+
+    The subprocess shields the caller: DeepSparse 1.8 can abort the whole process on partitioned graphs
+    (an assertion in its ONNX Runtime bridge). ``crashed`` tells whether that happened, ``crash`` quotes it.
+    """
     env = {**os.environ, "NM_DISABLE_ANALYTICS": "1", "NM_LOGGING_LEVEL": "debug"}
-    code = ("import sys; from deepsparse import compile_model; "
-            "compile_model(sys.argv[1], batch_size=int(sys.argv[2]), num_cores=1)")
+    args = [sys.executable, "-c", _PROBE, str(onnx_path), str(batch_size)]
+    if inputs is not None:
+        npz = Path(onnx_path).with_suffix(".probe.npz")
+        np.savez(npz, **{f"input_{i}": a for i, a in enumerate(inputs)})
+        args.append(str(npz))
     try:
-        proc = subprocess.run([sys.executable, "-c", code, str(onnx_path), str(batch_size)], env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"error": f"diagnostic compile timed out after {timeout:.0f}s"}
-    parsed = parse_engine_diagnostics(proc.stdout + "\n" + proc.stderr)
-    if proc.returncode != 0:
-        parsed["error"] = f"diagnostic compile exited with {proc.returncode}"
+    log = proc.stdout + "\n" + proc.stderr
+    parsed = parse_engine_diagnostics(log)
+    finished = "TSBENCH_RAN" in proc.stdout if inputs is not None else "TSBENCH_COMPILED" in proc.stdout
+    parsed["crashed"] = not finished
+    if not finished:
+        assertion = next((line.strip() for line in log.splitlines() if line.startswith("Assertion at")), "")
+        stage = "running" if "TSBENCH_COMPILED" in proc.stdout else "compiling"
+        parsed["crash"] = (f"engine aborted while {stage} (exit code {proc.returncode})"
+                           + (f": {assertion}" if assertion else ""))
     return parsed
 
 
@@ -160,7 +188,13 @@ class DeepSparseRuntime:
             **export.info(),
         }
         if fraction < 1.0 and p.diagnose_fallbacks:
-            info["fallbacks"] = diagnose_fallbacks(export.path, batch_size)
+            probe_inputs = export.select([t.detach().cpu().numpy() for t in example_inputs])
+            info["fallbacks"] = diagnose_fallbacks(export.path, batch_size, probe_inputs)
+            if info["fallbacks"].get("crashed"):
+                ops = info["fallbacks"].get("fallback_ops", {})
+                raise CellError(f"deepsparse: {info['fallbacks']['crash']} on {type(model).__name__} "
+                                f"(fraction of supported ops {fraction:.4f}; ops outside the engine: "
+                                f"{', '.join(f'{k} x{v}' for k, v in ops.items()) or 'unknown'})")
         return DeepSparseSession(engine, export, info)
 
 
