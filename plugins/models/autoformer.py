@@ -22,7 +22,7 @@ from plugins.models.layers.decomp_encdec import (
     SeasonalLayerNorm,
 )
 from plugins.models.layers.decomposition import SeriesDecomposition
-from plugins.models.layers.embedding import data_embedding_without_position
+from plugins.models.layers.embedding import DataEmbedding
 from tsbench_core.data import DataShape
 
 
@@ -58,11 +58,12 @@ class DecompositionForecaster(nn.Module):
     """The decomposition encoder-decoder shared by Autoformer and FEDformer; subclasses supply attentions.
 
     The decoder's seasonal and trend inits are built from ``x_enc`` (``x_dec`` is not used), so the decoder
-    embedding takes ``enc_in`` channels.
+    embedding takes ``enc_in`` channels. Autoformer embeds without sinusoidal positions; Time-Series-Library's
+    FEDformer adds them (``with_position``; no parameters either way).
     """
 
     def __init__(self, p: DecompParams, shape: DataShape, encoder_attentions: list[nn.Module],
-                 decoder_attentions: list[tuple[nn.Module, nn.Module]]) -> None:
+                 decoder_attentions: list[tuple[nn.Module, nn.Module]], with_position: bool = False) -> None:
         super().__init__()
         self.label_len = shape.label_len
         self.pred_len = shape.pred_len
@@ -70,10 +71,8 @@ class DecompositionForecaster(nn.Module):
         self.register_buffer("take_label", decoder_init_matrices(shape)[0], persistent=False)
         self.register_buffer("mean_future", decoder_init_matrices(shape)[1], persistent=False)
         self.decomp = SeriesDecomposition(p.moving_avg)
-        self.enc_embedding = data_embedding_without_position(shape.enc_in, p.d_model, p.embed, shape.freq,
-                                                             p.dropout)
-        self.dec_embedding = data_embedding_without_position(shape.enc_in, p.d_model, p.embed, shape.freq,
-                                                             p.dropout)
+        self.enc_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
+        self.dec_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
         self.encoder = DecompEncoder(
             [DecompEncoderLayer(AttentionLayer(inner, p.d_model, p.n_heads), p.d_model, p.d_ff, p.moving_avg,
                                 p.dropout, p.activation)

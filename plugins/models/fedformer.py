@@ -43,7 +43,7 @@ def build(params: BaseModel, shape: DataShape) -> nn.Module:
                 FourierCrossAttention(p.d_model, p.n_heads, dec_len, shape.seq_len, p.modes, p.mode_select,
                                       generator))
                for _ in range(p.d_layers)]
-    return DecompositionForecaster(p, shape, encoder, decoder)
+    return DecompositionForecaster(p, shape, encoder, decoder, with_position=True)
 
 
 PLUGIN = ModelPluginEntry(
