@@ -275,6 +275,7 @@ class DaskExecutor:
     ``torch_threads``: intra-op threads for training on workers (default: the worker's environment; dask's
     nanny sets ``OMP_NUM_THREADS=1``). Timing threads come from the spec's ``timing.threads``.
     ``lock_dir``: node-local folder for the node lock (default: the worker's temp folder).
+    ``visibility_timeout``: seconds a worker waits for an upstream checkpoint to appear in the shared folder.
     """
 
     name = "dask"
@@ -288,6 +289,7 @@ class DaskExecutor:
         torch_threads: int | None = None,
         lock_dir: str | None = None,
         visibility_timeout: float = 10.0,
+        connect_timeout: str = "30s",
     ) -> None:
         _require_distributed()
         if scheduler and local_workers is not None:
@@ -303,6 +305,7 @@ class DaskExecutor:
         self.torch_threads = torch_threads
         self.lock_dir = lock_dir
         self.visibility_timeout = visibility_timeout
+        self.connect_timeout = connect_timeout
 
     # -- connection --
 
@@ -312,7 +315,7 @@ class DaskExecutor:
 
         if self.scheduler:
             try:
-                client = Client(self.scheduler, timeout="30s")
+                client = Client(self.scheduler, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 raise UserError(f"--scheduler {self.scheduler}: cannot reach the Dask scheduler ({exc}); "
                                 "is it running, and is the address tcp://HOST:PORT?") from None
@@ -400,7 +403,6 @@ class DaskExecutor:
                             raise
                         row = failed_row(cell, f"dask: {_error_text(exc)}")
                     yielded.add(cell.key)
-                    future.release()
                     yield row
             finally:
                 client.cancel([f for f in futures.values() if not f.done()])
