@@ -187,3 +187,22 @@ def test_failed_row_names_the_cell(registry):
     row = dx.failed_row(cell, "dask: KilledWorker: gone")
     assert (row["cell_key"], row["status"], row["host"], row["model"]) == (cell.key, "failed", None, "dlinear")
     assert row["started_at"] <= time.time()
+
+
+def test_missing_scheduler_file_is_a_user_error(registry, tmp_path):
+    cells = expand(spec_of(registry, pruning=[]), registry)
+    executor = dx.DaskExecutor(scheduler=str(tmp_path / "scheduler.json"))
+    with pytest.raises(UserError, match="no such scheduler file"):
+        list(executor.execute(cells, Workspace(tmp_path, registry=registry)))
+
+
+def test_worker_training_threads_come_from_the_executor_or_the_environment(monkeypatch, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(dx.TORCH_THREADS_ENV, "1")
+        dx._worker_workspace(dx.RunContext("t3", str(tmp_path), None, False))
+        assert torch.get_num_threads() == 1
+        dx._worker_workspace(dx.RunContext("t3", str(tmp_path), None, False, torch_threads=2))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

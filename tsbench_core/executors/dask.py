@@ -46,6 +46,9 @@ from tsbench_core.store import STATUS_FAILED
 TIMING = "TIMING"
 GPU = "GPU"
 LOCK_NAME = "tsbench-node.lock"
+# Dask's nanny starts workers with OMP_NUM_THREADS=1; this variable (set where the worker starts) or the
+# executor's ``torch_threads`` gives training its intra-op threads back.
+TORCH_THREADS_ENV = "TSBENCH_TORCH_THREADS"
 # Higher runs first among ready tasks: finish what a training unlocked before starting the next training,
 # so rows reach the store early and a resumed run loses little.
 PRIORITY = {"train": 0, "prune": 1, "measure": 2}
@@ -143,10 +146,11 @@ def _worker_workspace(ctx: RunContext) -> Workspace:
             _workspaces.clear()  # a new run: drop the memoised datasets of the previous one
             ws = Workspace(Path(ctx.artifacts), ctx.data_dir, _registry[0], NullProgress(), rebuild=ctx.rebuild)
             _workspaces[ctx.token] = ws
-    if ctx.torch_threads:
+    threads = ctx.torch_threads or int(os.environ.get(TORCH_THREADS_ENV) or 0)
+    if threads:
         import torch
 
-        torch.set_num_threads(ctx.torch_threads)
+        torch.set_num_threads(threads)
     return ws
 
 
@@ -272,8 +276,9 @@ class DaskExecutor:
     ``local_workers``: size of the local cluster (default: one worker per core), one thread per worker.
     ``retries``: how often a task is re-run after it raised or its worker died (the latter is the scheduler's
     ``allowed-failures``: set here for a local cluster, in the scheduler's config for a remote one).
-    ``torch_threads``: intra-op threads for training on workers (default: the worker's environment; dask's
-    nanny sets ``OMP_NUM_THREADS=1``). Timing threads come from the spec's ``timing.threads``.
+    ``torch_threads``: intra-op threads for training on workers (default: ``$TSBENCH_TORCH_THREADS`` on the
+    worker, else torch's default there, which is 1 under dask's nanny). Timing threads come from the spec's
+    ``timing.threads``.
     ``lock_dir``: node-local folder for the node lock (default: the worker's temp folder).
     ``visibility_timeout``: seconds a worker waits for an upstream checkpoint to appear in the shared folder.
     """
@@ -314,8 +319,14 @@ class DaskExecutor:
         from distributed import Client, LocalCluster
 
         if self.scheduler:
+            # a scheduler file (``dask scheduler --scheduler-file``) is the usual hand-over in batch jobs
+            by_file = self.scheduler.endswith(".json")
+            if by_file and not Path(self.scheduler).is_file():
+                raise UserError(f"--scheduler {self.scheduler}: no such scheduler file; give tcp://HOST:PORT or "
+                                "the file written by `dask scheduler --scheduler-file`")
+            target = {"scheduler_file": self.scheduler} if by_file else {"address": self.scheduler}
             try:
-                client = Client(self.scheduler, timeout=self.connect_timeout)
+                client = Client(**target, timeout=self.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 raise UserError(f"--scheduler {self.scheduler}: cannot reach the Dask scheduler ({exc}); "
                                 "is it running, and is the address tcp://HOST:PORT?") from None
