@@ -90,12 +90,12 @@ class PatchTST(nn.Module):
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor | None = None,
                 x_dec: torch.Tensor | None = None, x_mark_dec: torch.Tensor | None = None) -> torch.Tensor:
-        x, mean, std = self.instance_norm.normalize(x_enc)
-        series = x.transpose(1, 2).reshape(-1, self.seq_len)  # one row per channel
-        tokens = self.encoder(self.patch_embedding(series))  # [B*C, patch_num, d_model]
+        # time-last layout throughout: [B, C, seq_len], then one row per channel
+        x, mean, std = self.instance_norm.normalize(x_enc.transpose(1, 2), dim=-1)  # [B, C, seq_len]
+        tokens = self.encoder(self.patch_embedding(x.reshape(-1, self.seq_len)))  # [B*C, patch_num, d_model]
         tokens = tokens.reshape(-1, self.enc_in, self.patch_num, tokens.shape[-1]).transpose(2, 3)
-        forecast = self.head(tokens).transpose(1, 2)  # [B, pred_len, C]
-        return self.instance_norm.denormalize(forecast, mean, std)
+        forecast = self.instance_norm.denormalize(self.head(tokens), mean, std)  # [B, C, pred_len]
+        return forecast.transpose(1, 2)
 
 
 def build(params: PatchTSTParams, shape: DataShape) -> PatchTST:

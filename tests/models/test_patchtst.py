@@ -67,7 +67,8 @@ def test_patcher_windows_and_edge_padding() -> None:
     # padded series 0..9,9,9,9 -> windows starting at 0, 3, 6, 9
     want = torch.tensor([[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9], [9, 9, 9, 9]], dtype=torch.float32)
     assert torch.equal(patches[0], want)
-    tiles = Patcher(seq_len=10, patch_len=4, stride=4, pad=2)(x)  # non-overlapping: the reshape path
+    tiles = Patcher(seq_len=10, patch_len=4, stride=4, pad=2)(x)  # non-overlapping
+    assert torch.equal(Patcher(8, 4, 4, 0)(x[:, :8])[0], x[0, :8].reshape(2, 4))  # the reshape path
     assert torch.equal(tiles[0], torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]], dtype=torch.float32))
 
 

@@ -1,8 +1,7 @@
 """Patching of univariate series (PatchTST, Nie et al., ICLR 2023; Crossformer's segments).
 
 ``Patcher`` pads the end of ``[N, L]`` series by repeating the last value and cuts ``patch_num`` windows of
-``patch_len`` steps every ``stride`` steps. The windows are gathered with a constant index table, so an export
-sees one ``Gather`` instead of ``Unfold`` or an edge-mode ``Pad``.
+``patch_len`` steps every ``stride`` steps, as one product with a constant selection matrix.
 
 Broadcasts over the batch are written as concatenations of copies (``repeat_by_concat``): the legacy ONNX
 exporter turns ``expand``/``repeat`` into ``Expand``/``Tile`` guarded by ``Where`` ops, a concatenation is one
@@ -31,24 +30,30 @@ def patch_count(seq_len: int, patch_len: int, stride: int, pad: int) -> int:
 
 
 class Patcher(nn.Module):
-    """``[N, L] -> [N, patch_num, patch_len]`` after repeating the last value ``pad`` times."""
+    """``[N, L] -> [N, patch_num, patch_len]`` after repeating the last value ``pad`` times.
+
+    Padding and cutting are one linear selection, so the patches are ``x @ S`` with a constant 0/1 matrix
+    ``S [L, patch_num * patch_len]`` (edge padding = clamping the source index), then a reshape: an export
+    sees a ``MatMul`` with a constant, not ``Gather``/``Unfold``/``Pad`` (DeepSparse fails to compile the
+    gather/concat form after instance normalisation). Non-overlapping patches that tile the unpadded series
+    are a plain reshape.
+    """
 
     def __init__(self, seq_len: int, patch_len: int, stride: int, pad: int) -> None:
         super().__init__()
         self.seq_len, self.patch_len, self.stride, self.pad = seq_len, patch_len, stride, pad
         self.patch_num = patch_count(seq_len, patch_len, stride, pad)
+        self.tiles = stride == patch_len and pad == 0 and seq_len == self.patch_num * patch_len
         starts = torch.arange(self.patch_num) * stride
-        index = starts[:, None] + torch.arange(patch_len)[None, :]
-        self.register_buffer("index", index, persistent=False)
-        # non-overlapping windows that tile the padded series exactly are a plain reshape
-        self.tiles = stride == patch_len and seq_len + pad == self.patch_num * patch_len
+        sources = (starts[:, None] + torch.arange(patch_len)[None, :]).clamp(max=seq_len - 1).reshape(-1)
+        selection = torch.zeros(seq_len, self.patch_num * patch_len)
+        selection[sources, torch.arange(sources.numel())] = 1.0
+        self.register_buffer("selection", selection, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            x = torch.cat([x, repeat_by_concat(x[:, -1:], self.pad, dim=1)], dim=1)
-        if self.tiles:
-            return x.reshape(-1, self.patch_num, self.patch_len)
-        return x[:, self.index]
+        if not self.tiles:
+            x = torch.matmul(x, self.selection)
+        return x.reshape(-1, self.patch_num, self.patch_len)
 
 
 class PatchEmbedding(nn.Module):

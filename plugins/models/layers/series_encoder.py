@@ -66,11 +66,12 @@ class InstanceNormalization(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x [B, L, C] -> (x_norm, mean [B, 1, C], std [B, 1, C])``."""
-        mean = x.mean(dim=1, keepdim=True).detach()
+    def normalize(self, x: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardise along the time axis ``dim`` (``[B, L, C]``: 1; time-last ``[B, C, L]``: -1); returns
+        ``(x_norm, mean, std)`` with the statistics kept as size-1 ``dim``."""
+        mean = x.mean(dim=dim, keepdim=True).detach()
         centred = x - mean
-        std = torch.sqrt((centred * centred).mean(dim=1, keepdim=True) + self.eps)
+        std = torch.sqrt((centred * centred).mean(dim=dim, keepdim=True) + self.eps)
         return centred / std, mean, std
 
     @staticmethod
