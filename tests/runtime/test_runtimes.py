@@ -219,3 +219,30 @@ def test_export_uses_deploy_form_without_touching_the_model(tmp_path) -> None:
 
     out = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(None, {"x_enc": x.numpy()})
     np.testing.assert_allclose(out[0], model(x).numpy(), atol=1e-4)
+
+
+def test_engine_abort_in_probe_is_reported(monkeypatch, tmp_path) -> None:
+    import subprocess
+
+    log = "\n".join([
+        "Printing GraphViewer main_graph:", "Node 0: MatMul /m", "Node 1: And /a",
+        "[nm_ort 1 >DIAGNOSE< x.cc:826] Printing subgraph:", "Node 0: MatMul /m",
+        "[nm_ort 1 >DIAGNOSE< x.cc:322] Created 1 compiled subgraphs.",
+        "Assertion at src/onnxruntime_neuralmagic/nm_execution_provider.cc:88",
+    ])
+
+    def fake_run(args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, stdout="TSBENCH_COMPILED\n", stderr=log)
+
+    monkeypatch.setattr(deepsparse_rt.subprocess, "run", fake_run)
+    parsed = deepsparse_rt.diagnose_fallbacks(tmp_path / "m.onnx", 2, [np.zeros((2, 3), np.float32)])
+    assert parsed["crashed"]
+    assert parsed["crash"].startswith("engine aborted while running (exit code 1)")
+    assert "nm_execution_provider.cc:88" in parsed["crash"]
+    assert parsed["fallback_ops"] == {"And": 1}
+
+    def fine_run(args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout="TSBENCH_COMPILED\nTSBENCH_RAN\n", stderr=log)
+
+    monkeypatch.setattr(deepsparse_rt.subprocess, "run", fine_run)
+    assert not deepsparse_rt.diagnose_fallbacks(tmp_path / "m.onnx", 2, [np.zeros((2, 3), np.float32)])["crashed"]
