@@ -164,3 +164,24 @@ def _unique(cells: list[Cell]) -> list[Cell]:
             seen.add(cell.key)
             out.append(cell)
     return out
+
+
+SELECTABLE = ("dataset", "pred_len", "model", "pruner", "runtime", "batch_size")
+
+
+def cell_fields(cell: Cell) -> dict[str, str]:
+    """The attributes a cell can be selected by, as strings."""
+    train = cell.prune.train
+    return {
+        "dataset": train.dataset.plugin,
+        "pred_len": str(train.pred_len),
+        "model": train.model,
+        "pruner": cell.prune.pruner,
+        "runtime": cell.runtime,
+        "batch_size": str(cell.batch_size),
+    }
+
+
+def select(cells: list[Cell], selection: dict[str, set[str]]) -> list[Cell]:
+    """Cells whose every selected attribute takes one of the given values (e.g. ``{"model": {"dlinear"}}``)."""
+    return [c for c in cells if all(cell_fields(c)[k] in values for k, values in selection.items())]

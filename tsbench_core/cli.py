@@ -115,11 +115,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     registry = _registry()
     specs = _load_specs(args.specs, registry)
+    only = _selection(args.only or [])
     console = _console()
     with Store(args.store) as store:
         if args.dry_run:
             for spec in specs:
-                cells, todo = plan(spec, store, registry, force=args.force)
+                cells, todo = plan(spec, store, registry, force=args.force, only=only)
                 for cell in cells:
                     mark = "run" if cell in todo else "cached"
                     console.print(f"{mark:6} {cell.key} {cell.label()}")
@@ -133,10 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(progress_cm, RichProgress):
                 with progress_cm as progress:
                     summary = run(spec, store, registry=registry, force=args.force, data_dir=args.data_dir,
-                                  executor=executor, progress=progress)
+                                  executor=executor, progress=progress, only=only)
             else:
                 summary = run(spec, store, registry=registry, force=args.force, data_dir=args.data_dir,
-                              executor=executor, progress=progress_cm)
+                              executor=executor, progress=progress_cm, only=only)
             ran = summary.total - summary.cached
             console.print(f"[bold]{spec.name}[/]: {summary.total} cells — {summary.cached} cached, {ran} run"
                           + "".join(f", {n} {s}" for s, n in sorted(summary.statuses.items())))
@@ -146,6 +147,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not args.quiet:
                 console.print(rich_table(store.rows(spec.name), title=f"results: {spec.name}"))
     return EXIT_FAILED_CELLS if failed else EXIT_OK
+
+
+def _selection(raw: list[str]) -> dict[str, set[str]]:
+    from tsbench_core.cells import SELECTABLE
+
+    selection: dict[str, set[str]] = {}
+    for item in raw:
+        field, sep, values = item.partition("=")
+        if not sep or field not in SELECTABLE or not values:
+            raise UserError(f"--only {item!r}: expected FIELD=VALUE[,VALUE] with FIELD one of {', '.join(SELECTABLE)}")
+        selection.setdefault(field, set()).update(v.strip() for v in values.split(","))
+    return selection
 
 
 def _executor(args: argparse.Namespace) -> Any:
@@ -234,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--local-workers", type=int, default=None, help="start a local dask cluster of N workers")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    p.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
+                   help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size) "
+                        "is one of the values; repeat for several fields")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="validate spec files; exit 2 with located problems")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tsbench_core.cells import Cell, expand, spec_hash
+from tsbench_core.cells import Cell, expand, select, spec_hash
 from tsbench_core.environment import environment
 from tsbench_core.executors.local import LocalExecutor
 from tsbench_core.pipeline import Workspace
@@ -37,9 +37,12 @@ class RunSummary:
         return self.statuses.get(STATUS_FAILED, 0)
 
 
-def plan(spec: Spec, store: Store, registry: Registry, *, force: bool = False) -> tuple[list[Cell], list[Cell]]:
-    """All cells of a spec, and those still to run."""
+def plan(spec: Spec, store: Store, registry: Registry, *, force: bool = False,
+         only: dict[str, set[str]] | None = None) -> tuple[list[Cell], list[Cell]]:
+    """All (selected) cells of a spec, and those still to run."""
     cells = expand(spec, registry)
+    if only:
+        cells = select(cells, only)
     done = set() if force else store.done_keys([c.key for c in cells])
     return cells, [c for c in cells if c.key not in done]
 
@@ -53,8 +56,10 @@ def run(
     data_dir: str | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    only: dict[str, set[str]] | None = None,
 ) -> RunSummary:
-    """Run every cell of ``spec`` not already stored (all of them with ``force``) and store the rows."""
+    """Run every cell of ``spec`` not already stored (all of them with ``force``) and store the rows;
+    ``only`` restricts the run to cells whose attributes take the given values (see ``cells.select``)."""
     registry = registry or load_plugins()
     owned = not isinstance(store, Store)
     db = Store(store) if owned else store  # type: ignore[arg-type]
@@ -62,7 +67,7 @@ def run(
         db = Store()
     progress = progress or NullProgress()
     try:
-        cells, todo = plan(spec, db, registry, force=force)
+        cells, todo = plan(spec, db, registry, force=force, only=only)
         summary = RunSummary(spec.name, None, len(cells), len(cells) - len(todo))
         if not todo:
             return summary
