@@ -22,6 +22,7 @@ Rows come back as futures complete; a task lost with its worker is retried by th
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -339,6 +340,7 @@ class DaskExecutor:
             n_workers=n_workers, threads_per_worker=1, processes=True, resources={TIMING: 1},
             dashboard_address=":0" if dashboard else None,
             scheduler_kwargs={"allowed_failures": self.retries},
+            silence_logs=logging.ERROR,  # worker restarts and slow shutdowns are noise on the terminal
         )
         try:
             if dashboard:
@@ -378,7 +380,9 @@ class DaskExecutor:
             return
         from distributed import as_completed
 
-        ctx = RunContext(uuid.uuid4().hex[:12], str(Path(ws.artifacts).resolve()), ws.data_dir, ws.rebuild,
+        # absolute paths: workers do not share the driver's working directory
+        data_dir = str(Path(ws.data_dir).resolve()) if ws.data_dir else None
+        ctx = RunContext(uuid.uuid4().hex[:12], str(Path(ws.artifacts).resolve()), data_dir, ws.rebuild,
                          self.lock_dir, self.torch_threads, self.visibility_timeout)
         with self._client() as client:
             tasks = plan_tasks(cells, ctx.token, ws.plugins())
@@ -395,8 +399,9 @@ class DaskExecutor:
                     priority=PRIORITY[task.kind],
                 )
                 meta[task.key] = task
-            bars = {kind: ws.progress.task(f"dask: {label}", total=sum(t.kind == kind for t in tasks))
-                    for kind, label in (("train", "dense trainings"), ("prune", "prunings"))}
+            counts = {kind: sum(t.kind == kind for t in tasks) for kind in ("train", "prune")}
+            bars = {kind: ws.progress.task(f"dask: {label}", total=counts[kind])
+                    for kind, label in (("train", "dense trainings"), ("prune", "prunings")) if counts[kind]}
             yielded: set[str] = set()
             try:
                 for future in as_completed(list(futures.values())):
