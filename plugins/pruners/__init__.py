@@ -8,7 +8,7 @@ from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
 
-MODULES: tuple[str, ...] = ("magnitude", "nm", "structured")
+MODULES: tuple[str, ...] = ("magnitude", "nm", "structured", "gradual")
 
 
 @hookimpl

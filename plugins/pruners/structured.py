@@ -93,6 +93,61 @@ def _attention_layers(model: nn.Module) -> list[tuple[str, nn.Module, list[nn.Li
     return found
 
 
+def _channel_group(graph: Any, module: nn.Module, tp: Any, limit: int = 5000
+                   ) -> tuple[set[nn.Module], set[nn.Module]] | None:
+    """Layers coupled with ``module``'s output channels: (producers, consumers), or None when the coupling
+    reaches anything but Linear/Conv layers and shape-preserving ops (a norm, an embedding, a free parameter,
+    a concatenation...), i.e. the model width.
+
+    A breadth-first walk of the DepGraph nodes: downstream of a producer, a Linear/Conv is a consumer (its
+    input channels follow) and an element-wise/reshape node couples all its inputs and its output. This is
+    what DepGraph's own group would hold for inner groups, found without expanding the (for some models
+    very costly) residual-stream group.
+    """
+    op = tp.ops.OPTYPE
+    passthrough = {op.ELEMENTWISE, op.RESHAPE, op.EXPAND}
+    layers = {op.LINEAR, op.CONV}
+    start = graph.module2node[module]
+    producers, consumers = {start.module}, set()
+    stack = [(start, "down")]
+    seen = {(start, "down")}
+    while stack:
+        if len(seen) > limit:
+            return None
+        node, direction = stack.pop()
+        neighbours = node.outputs if direction == "down" else node.inputs
+        for nxt in neighbours:
+            if nxt.type in layers:
+                if direction == "down":
+                    consumers.add(nxt.module)
+                    continue
+                producers.add(nxt.module)
+                moves = [(nxt, "down")]
+            elif nxt.type in passthrough:
+                moves = [(nxt, "down"), (nxt, "up")]
+            else:
+                return None
+            for move in moves:
+                if move not in seen:
+                    seen.add(move)
+                    stack.append(move)
+    if any(not isinstance(m, nn.Linear | nn.Conv1d) for m in producers | consumers):
+        return None
+    return producers, consumers
+
+
+def _next_ratio(trials: list[dict[str, float]], target: float, low: float, high: float) -> float:
+    """Secant step through the last two (ratio, reduction) points, or from the origin; bisection when the
+    step leaves the bracket. Reduction is nearly linear in the channel ratio, so this takes few trials."""
+    r1, y1 = trials[-1]["ratio"], trials[-1]["reduction"]
+    r0, y0 = (trials[-2]["ratio"], trials[-2]["reduction"]) if len(trials) > 1 else (0.0, 0.0)
+    if y1 != y0:
+        guess = r1 + (target - y1) * (r1 - r0) / (y1 - y0)
+        if low < guess < high:
+            return guess
+    return (low + high) / 2
+
+
 class StructuredPruner:
     name = "structured"
     description = "DepGraph structured channel/head pruning with Torch-Pruning (L2 or Taylor importance)"
@@ -119,26 +174,27 @@ class StructuredPruner:
                     raise CellError(f"structured pruner params field 'exclude': pattern {pattern!r} matches no "
                                     f"module of {type(model).__name__}")
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
-        inner = (tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.ELEMENTWISE, tp.ops.OPTYPE.RESHAPE,
-                 tp.ops.OPTYPE.EXPAND)
         ignored: list[nn.Module] = []
         prunable: set[str] = set()
+        classified: set[nn.Module] = set()
         for module in model.modules():
-            if not isinstance(module, nn.Linear | nn.Conv1d) or module in ignored:
+            if not isinstance(module, nn.Linear | nn.Conv1d) or module in classified:
                 continue
-            group = graph.get_pruning_group(module, tp.prune_linear_out_channels if isinstance(module, nn.Linear)
-                                            else tp.prune_conv_out_channels, idxs=[0])
-            members = [dep.target for dep, _ in group]
-            outs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
-            ok = all(node.type in inner for node in members)
-            ok = ok and not any(_matches(names.get(m, ""), exclude) for m in outs if isinstance(m, nn.Module))
-            if ok:
-                prunable.update(names[node.module] for node in members
-                                if isinstance(node.module, nn.Linear | nn.Conv1d))
+            if module not in graph.module2node:  # not on the path to the output (e.g. an unused projection)
+                classified.add(module)
+                ignored.append(module)
+                continue
+            channel_group = _channel_group(graph, module, tp)
+            if channel_group is None:  # tied to the model width: never a root
+                classified.add(module)
+                ignored.append(module)
+                continue
+            producers, consumers = channel_group
+            classified.update(producers)
+            if any(_matches(names.get(m, ""), exclude) for m in producers):
+                ignored.extend(producers)
             else:
-                for member in [*outs, module]:
-                    if isinstance(member, nn.Linear | nn.Conv1d) and member not in ignored:
-                        ignored.append(member)
+                prunable.update(names[m] for m in producers | consumers)
         return ignored, prunable
 
     def _prune_copy(self, model: nn.Module, ratio: float, params: StructuredParams, context: PruneContext,
@@ -229,7 +285,7 @@ class StructuredPruner:
             candidate = (self._prune_copy(model, ratio, params, context, ignored_names) if ratio > 0
                          else copy.deepcopy(model))
             reached = reduction(candidate)
-            trials.append({"ratio": round(ratio, 5), "reduction": round(reached, 5)})
+            trials.append({"ratio": ratio, "reduction": reached})
             gap = abs(reached - target_sparsity)
             if best is None or gap < best[0]:
                 best = (gap, ratio, candidate)
@@ -238,7 +294,7 @@ class StructuredPruner:
             low, high = (ratio, high) if reached < target_sparsity else (low, ratio)
             if high - low < 1e-3:
                 break
-            ratio = (low + high) / 2
+            ratio = _next_ratio(trials, target_sparsity, low, high)
         assert best is not None
         gap, ratio, pruned = best
         reached = reduction(pruned)
@@ -259,7 +315,8 @@ class StructuredPruner:
             "channel_ratio": ratio, "prunable_params_dense": dense_prunable,
             "prunable_params": round(dense_prunable * (1 - reached)), "params_dense": dense_total,
             "params": total_after, "reduction_all_params": 1.0 - total_after / dense_total,
-            "prunable_layers": len(prunable), "search": trials,
+            "prunable_layers": len(prunable),
+            "search": [{k: round(v, 5) for k, v in t.items()} for t in trials],
         }
         if gap > params.tolerance:
             info["note"] = (f"reached a parameter reduction of {reached:.4f}, not {target_sparsity:.4f} within "

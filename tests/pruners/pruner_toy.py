@@ -64,3 +64,29 @@ def train_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], steps: in
                 params[name].mul_(mask.to(params[name].dtype))
         losses.append(float(loss))
     return losses
+
+
+def toy_train(model: nn.Module, epochs: int = 1, lr: float = 1e-3, masks=None, on_step=None,
+              wrap_optimizer=None, max_train_batches=None, steps_per_epoch: int = 6) -> dict:
+    """A stand-in for ``context.train`` with the same keyword interface as the lead's ``train_model``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if wrap_optimizer is not None:
+        opt = wrap_optimizer(model, opt, steps_per_epoch)
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(3)
+    losses = []
+    for epoch in range(epochs):
+        for step in range(steps_per_epoch):
+            x, y = torch.randn(4, 12, 3, generator=g), torch.randn(4, 4, 3, generator=g)
+            loss = nn.functional.mse_loss(model(x, torch.zeros(4, 12, 4), None, None), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if masks:
+                with torch.no_grad():
+                    for name, mask in masks.items():
+                        params[name].mul_(mask.to(params[name].dtype))
+            if on_step is not None:
+                on_step(epoch + (step + 1) / steps_per_epoch)
+            losses.append(float(loss))
+    return {"train_losses": losses}
