@@ -47,6 +47,32 @@ def small_spec(registry, name: str = "dask-quick", **overrides) -> Spec:
     return spec
 
 
+class CountingProgress:
+    """Counts each progress bar's advances by description."""
+
+    def __init__(self) -> None:
+        self.advanced: dict[str, int] = {}
+        self.totals: dict[str, int | None] = {}
+
+    def task(self, description: str, total: int | None = None) -> CountingProgress._Task:
+        self.totals[description] = total
+        self.advanced[description] = 0
+        return CountingProgress._Task(self, description)
+
+    class _Task:
+        def __init__(self, owner: CountingProgress, description: str) -> None:
+            self.owner, self.description = owner, description
+
+        def advance(self, amount: int = 1) -> None:
+            self.owner.advanced[self.description] += amount
+
+        def describe(self, description: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+
 def stored(path: Path) -> dict[str, dict]:
     with Store(path) as store:
         return {row["cell_key"]: row for row in store.rows()}
@@ -86,7 +112,8 @@ def test_dask_equals_local_and_survives_a_killed_worker(registry, tmp_path, kill
     with Store(dask_db) as store:
         store.put(done)
     marker = kill_worker("tsbench-measure-")
-    summary = run(spec, dask_db, registry=registry, executor=DaskExecutor(local_workers=2))
+    progress = CountingProgress()
+    summary = run(spec, dask_db, registry=registry, executor=DaskExecutor(local_workers=2), progress=progress)
 
     killed = marker.read_text().splitlines()
     assert len(killed) == 1  # one worker died, inside a measure
@@ -94,6 +121,9 @@ def test_dask_equals_local_and_survives_a_killed_worker(registry, tmp_path, kill
         os.kill(int(killed[0].split()[0]), 0)
     assert (summary.cached, summary.statuses) == (1, {"ok": 3})  # the runner saw each cell once
     assert counts(dask_db) == (4, 4)
+    # both models are trained (the stored dense dlinear cell's pruned sibling needs its checkpoint), both pruned
+    bars = {"dask-quick: cells": 3, "dask: dense trainings": 2, "dask: prunings": 2}
+    assert {d: progress.advanced[d] for d in bars} == bars == {d: progress.totals[d] for d in bars}
     dask_rows = stored(dask_db)
     assert set(dask_rows) == set(local_rows) == keys
     for key, row in dask_rows.items():
