@@ -206,3 +206,31 @@ def test_worker_training_threads_come_from_the_executor_or_the_environment(monke
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_force_rebuilds_once_and_downstream_workers_reuse_the_new_checkpoints(registry, tmp_path):
+    spec = spec_of(registry, datasets=[{"plugin": "synthetic", "params": {"length": 200, "n_vars": 2,
+                                                                          "periods": [12]},
+                                        "seq_len": 16, "label_len": 8, "pred_len": [4]}],
+                   models=[{"plugin": "dlinear"}], pruning=[{"pruner": "magnitude", "sparsities": [0.5]}],
+                   runtimes=[{"plugin": "torch-eager"}], timing={"batch_sizes": [2], "warmup": 0, "repeats": 1,
+                                                                 "threads": 1})
+    cell = next(c for c in expand(spec, registry) if c.prune.pruner != DENSE)
+    stale = save_artifact(tmp_path, cell.prune.train.key, {"w": torch.zeros(1)}, {"kind": "stale"})
+    ctx = dx.RunContext("force", str(tmp_path), None, True)
+
+    def fresh_worker() -> None:  # each step on another process: nothing memoised from the previous step
+        dx._workspaces.clear()
+
+    trained = dx.train_task(ctx, cell.prune.train)
+    assert trained["error"] is None
+    dense_mtime = stale.weights.stat().st_mtime_ns
+    assert '"kind": "dense"' in (tmp_path / f"{cell.prune.train.key}.json").read_text()  # stale one replaced
+    fresh_worker()
+    pruned = dx.prune_task(ctx, cell.prune, trained)
+    assert pruned["error"] is None
+    fresh_worker()
+    row = dx.measure_task(ctx, cell, pruned)
+    assert row["status"] == "ok", row.get("error")
+    assert row["achieved_sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert stale.weights.stat().st_mtime_ns == dense_mtime  # pruning and measuring did not train again
