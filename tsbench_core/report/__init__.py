@@ -7,8 +7,6 @@ Layout of ``out_dir``::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure as MplFigure
@@ -16,6 +14,7 @@ from matplotlib.figure import Figure as MplFigure
 from tsbench_core.report.benchjson import BenchEntry, benchmark_table, load_benchmark_json
 from tsbench_core.report.data import ReportData, latest_environment, load_report_data
 from tsbench_core.report.document import Block, Bullets, Figure, Heading, Text, run_summary
+from tsbench_core.report.files import write_text_atomic
 from tsbench_core.report.html import render_html
 from tsbench_core.report.markdown import render_markdown
 from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure
@@ -43,9 +42,9 @@ def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchma
     written: list[Path] = []
     blocks = _blocks(data, entries, out_dir, written)
     title = f"tsbench report — {spec_name or ', '.join(sorted({s.spec_name for s in data.sections}))}"
-    written.append(_write_text(out_dir / "report.md", render_markdown(blocks)))
-    written.append(_write_text(out_dir / "report.html", render_html(blocks, title)))
-    written.append(_write_text(out_dir / "results.csv", to_csv(data.rows)))
+    written.append(write_text_atomic(out_dir / "report.md", render_markdown(blocks)))
+    written.append(write_text_atomic(out_dir / "report.html", render_html(blocks, title)))
+    written.append(write_text_atomic(out_dir / "results.csv", to_csv(data.rows)))
     return written
 
 
@@ -84,15 +83,3 @@ def _figure(fig: MplFigure, folder: Path, stem: str, caption: str, written: list
     png, svg = save_figure(fig, folder, stem)
     written += [png, svg]
     return Figure(caption, png, f"{PLOTS_DIR}/{png.name}", f"{PLOTS_DIR}/{svg.name}")
-
-
-def _write_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -7,8 +7,6 @@ process, including one with an interactive backend. Every function returns ``Non
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,12 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from tsbench_core.cells import DENSE
 from tsbench_core.report.benchjson import BenchEntry
 from tsbench_core.report.data import Row, Section, dense_mse, model_rows, pareto_front, per_sample_ms, sparsity_of
+from tsbench_core.report.files import write_atomic
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -41,21 +41,33 @@ def _style(index: int) -> dict[str, Any]:
     return {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
 
 
+def si(value: float) -> str:
+    """``1500000`` → ``1.5M``."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _log_axis(axis: Any, template: str = "{:g}", use_si: bool = False) -> None:
+    """Log scale labelled at 1-2-5 steps in plain numbers (``10^x`` labels are hard to read off)."""
+    if axis.axis_name == "x":
+        axis.axes.set_xscale("log")
+    else:
+        axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(
+        lambda value, _pos: si(value) if use_si else template.format(float(f"{value:.3g}"))))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` into ``folder`` atomically; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in ("png", "svg"):
-        target = folder / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".{fmt}")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fig.savefig(handle, format=fmt, dpi=120)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(target)
+        written.append(write_atomic(folder / f"{stem}.{fmt}",
+                                    lambda handle, fmt=fmt: fig.savefig(handle, format=fmt, dpi=120)))
     return written
 
 
@@ -103,12 +115,10 @@ def speedup_vs_sparsity(section: Section) -> Figure | None:
         for i, (model, pruner, batch) in enumerate(series):
             pts = [(sparsity_of(r), float(r["speedup_vs_dense"])) for r in mine
                    if (r["model"], r["pruner"], r.get("batch_size")) == (model, pruner, batch)]
-            has_dense = any(r["model"] == model and r["pruner"] == DENSE and r["runtime"] == runtime
-                            and r.get("batch_size") == batch for r in rows)
-            pts = sorted(pts + ([(0.0, 1.0)] if has_dense else []))
+            pts.sort()
             label = f"{model} · {pruner}" + (f" · bs{batch}" if several_bs else "")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **_style(i))
-        ax.set_yscale("log")
+        _log_axis(ax.yaxis, "{:g}×")
         ax.set_title(runtime)
         ax.set_xlabel("achieved sparsity")
         ax.set_ylabel("speedup vs dense (median latency ratio)")
@@ -135,8 +145,8 @@ def latency_vs_macs(section: Section) -> Figure | None:
             y = [float(r["latency_ms_median"]) for r in mine]
             ax.scatter(x, y, color=COLORS[r_i % len(COLORS)], marker=MARKERS[m_i % len(MARKERS)], s=42,
                        label=f"{model} · {runtime}", alpha=0.85)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axis(ax.xaxis, use_si=True)
+    _log_axis(ax.yaxis)
     ax.set_xlabel("effective MACs per batch (nonzero weights only)")
     ax.set_ylabel("median latency per batch (ms)")
     ax.grid(alpha=0.3, which="both")
@@ -169,7 +179,7 @@ def accuracy_latency_pareto(section: Section) -> Figure | None:
     ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=90, linewidths=1.5)
     for k in front:
         ax.annotate(short_label(rows[k]), points[k], textcoords="offset points", xytext=(6, 4), fontsize=7)
-    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel("median latency per window (ms) = batch latency / batch size")
     ax.set_ylabel("test MSE (scaled data)")
     ax.grid(alpha=0.3, which="both")
@@ -200,7 +210,7 @@ def benchmark_medians(entries: Sequence[BenchEntry]) -> Figure | None:
                 label=source, capsize=2)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel("median time per call (ms), whiskers: interquartile range")
     ax.grid(alpha=0.3, axis="x", which="both")
     ax.legend(fontsize="small")
