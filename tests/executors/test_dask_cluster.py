@@ -93,6 +93,8 @@ def kill_worker(monkeypatch, tmp_path):
         monkeypatch.setenv("TSBENCH_TEST_KILL_PREFIX", prefix)
         monkeypatch.setenv("TSBENCH_TEST_KILL_MARKER", str(marker))
         monkeypatch.setenv("TSBENCH_TEST_KILL_ALWAYS", "1" if always else "0")
+        # a worker that must die on every attempt dies at once, so a fast machine cannot finish the task first
+        monkeypatch.setenv("TSBENCH_TEST_KILL_DELAY", "0" if always else "0.3")
         return marker
 
     with dask.config.set({"distributed.worker.preload": [HOOKS]}):

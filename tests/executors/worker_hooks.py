@@ -3,7 +3,8 @@
 Used as ``distributed.worker.preload`` (a file path), configured through environment variables that the
 test sets before the cluster starts (worker processes inherit them):
 ``TSBENCH_TEST_KILL_PREFIX`` (task keys to kill on), ``TSBENCH_TEST_KILL_MARKER`` (a file: one line per
-kill) and ``TSBENCH_TEST_KILL_ALWAYS`` (``1``: every attempt dies; otherwise only the first one).
+kill) and ``TSBENCH_TEST_KILL_ALWAYS`` (``1``: every attempt dies; otherwise only the first one) and
+``TSBENCH_TEST_KILL_DELAY`` (seconds into the task; 0: at once, before the task can finish).
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ class KillOnTask(WorkerPlugin):
             return
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{os.getpid()} {key}\n")
-        # die while the task runs, like a node lost mid-timing
-        threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        if self.delay > 0:  # die while the task runs, like a node lost mid-timing
+            threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        else:  # die before the task can finish, whatever the machine's speed
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def dask_setup(worker: object) -> None:
     prefix = os.environ.get("TSBENCH_TEST_KILL_PREFIX")
     if prefix:
         plugin = KillOnTask(prefix, os.environ["TSBENCH_TEST_KILL_MARKER"],
-                            always=os.environ.get("TSBENCH_TEST_KILL_ALWAYS") == "1")
+                            always=os.environ.get("TSBENCH_TEST_KILL_ALWAYS") == "1",
+                            delay=float(os.environ.get("TSBENCH_TEST_KILL_DELAY", "0.3")))
         worker.plugins[plugin.name] = plugin  # type: ignore[attr-defined]
