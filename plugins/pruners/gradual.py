@@ -24,7 +24,14 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from plugins.pruners.scoring import masks_from_scores
-from plugins.pruners.selection import SelectionParams, bake, check_target, select_weights, sparsity_report
+from plugins.pruners.selection import (
+    SelectionParams,
+    bake,
+    check_patterns,
+    check_target,
+    select_weights,
+    sparsity_report,
+)
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import Availability, PruneContext, PruneResult
 
@@ -170,6 +177,10 @@ class GradualMagnitudePruner:
 
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
+
+    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``."""
+        check_patterns(model, params)
 
 
 PLUGINS = (GradualMagnitudePruner(),)

@@ -9,7 +9,14 @@ from pydantic import Field
 from torch import nn
 
 from plugins.pruners.scoring import masks_from_scores
-from plugins.pruners.selection import SelectionParams, bake, check_target, select_weights, sparsity_report
+from plugins.pruners.selection import (
+    SelectionParams,
+    bake,
+    check_patterns,
+    check_target,
+    select_weights,
+    sparsity_report,
+)
 from tsbench_core.protocols import PruneContext, PruneResult
 
 
@@ -45,6 +52,10 @@ class _OneShotPruner:
 
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
+
+    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``."""
+        check_patterns(model, params)
 
 
 class MagnitudePruner(_OneShotPruner):

@@ -10,7 +10,14 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from plugins.pruners.selection import SelectionParams, bake, check_target, select_weights, sparsity_report
+from plugins.pruners.selection import (
+    SelectionParams,
+    bake,
+    check_patterns,
+    check_target,
+    select_weights,
+    sparsity_report,
+)
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import PruneContext, PruneResult
 
@@ -81,6 +88,10 @@ class NMPruner:
 
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
+
+    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``."""
+        check_patterns(model, params)
 
 
 PLUGINS = (NMPruner(),)

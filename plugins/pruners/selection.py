@@ -65,7 +65,11 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def check_patterns(model: nn.Module, params: SelectionParams) -> None:
-    """Raise ``UserError`` when a pattern the user gave matches no module of ``model``."""
+    """Raise ``UserError`` when a pattern the user gave matches no module of ``model``.
+
+    Pruners expose it as ``validate_for_model(model, params)`` so a spec can be checked against built models
+    before anything runs; ``prune`` repeats the check and fails the cell.
+    """
     names = [n for n, _ in model.named_modules() if n]
     user_patterns = [("include", p) for p in params.include if p != "*"]
     user_patterns += [("exclude", p) for p in (params.exclude or [])]

@@ -168,11 +168,10 @@ class StructuredPruner:
         tp = _tp()
         exclude = DEFAULT_OUTPUT_PATTERNS if params.exclude is None else params.exclude
         names = {m: n for n, m in model.named_modules()}
-        if params.exclude:
-            for pattern in params.exclude:
-                if not any(_matches(n, [pattern]) for n in names.values() if n):
-                    raise CellError(f"structured pruner params field 'exclude': pattern {pattern!r} matches no "
-                                    f"module of {type(model).__name__}")
+        try:
+            self.validate_for_model(model, params)
+        except UserError as exc:
+            raise CellError(str(exc)) from exc
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
         ignored: list[nn.Module] = []
         prunable: set[str] = set()
@@ -253,6 +252,14 @@ class StructuredPruner:
             raise CellError("Taylor importance needs calibration batches, but the training split gave none")
 
     # --- the plugin API ----------------------------------------------------------------------------------
+
+    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+        """Raise ``UserError`` when an ``exclude`` pattern matches no module of ``model``."""
+        names = [n for n, _ in model.named_modules() if n]
+        for pattern in params.exclude or []:
+            if not any(_matches(n, [pattern]) for n in names):
+                raise UserError(f"structured pruner params field 'exclude': pattern {pattern!r} matches no "
+                                f"module of {type(model).__name__} (names look like {', '.join(names[:6])}, ...)")
 
     def prune(self, model: nn.Module, target_sparsity: float, params: Any, context: PruneContext) -> PruneResult:
         check_target(target_sparsity)

@@ -109,3 +109,9 @@ def test_onnx_export_after_pruning(tmp_path):
     path = tmp_path / "m.onnx"
     torch.onnx.export(model, toy_inputs(), str(path), dynamo=False)
     assert path.stat().st_size > 0
+
+
+def test_validate_for_model_reports_user_error():
+    with pytest.raises(UserError, match="exclude"):
+        MagnitudePruner().validate_for_model(ToyForecaster(), MagnitudePruner.params_model(exclude=["nope"]))
+    MagnitudePruner().validate_for_model(ToyForecaster(), MagnitudePruner.params_model(exclude=["time"]))
