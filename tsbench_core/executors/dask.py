@@ -100,7 +100,9 @@ def needs_gpu(cell: Cell, registry: Registry | None) -> bool:
     return getattr(record.plugin, "device", None) == "cuda" if record is not None else False
 
 
-def plan_tasks(cells: list[Cell], token: str, registry: Registry | None = None, *, gpu: bool = True) -> list[TaskPlan]:
+def plan_tasks(
+    cells: list[Cell], token: str, registry: Registry | None = None, *, gpu: bool = True
+) -> list[TaskPlan]:
     """The tasks of ``cells`` in dependency order: each training and pruning once, one measure per cell.
 
     A training or pruning asks for a GPU when any cell that depends on it trains on cuda; a measure when
@@ -145,7 +147,8 @@ def _worker_workspace(ctx: RunContext) -> Workspace:
             if not _registry:
                 _registry.append(load_plugins())
             _workspaces.clear()  # a new run: drop the memoised datasets of the previous one
-            ws = Workspace(Path(ctx.artifacts), ctx.data_dir, _registry[0], NullProgress(), rebuild=ctx.rebuild)
+            ws = Workspace(Path(ctx.artifacts), ctx.data_dir, _registry[0], NullProgress(),
+                           rebuild=ctx.rebuild)
             _workspaces[ctx.token] = ws
     threads = ctx.torch_threads or int(os.environ.get(TORCH_THREADS_ENV) or 0)
     if threads:
@@ -174,7 +177,8 @@ def _adopt(ws: Workspace, ctx: RunContext, upstream: dict[str, Any]) -> None:
         if time.monotonic() > deadline:
             ws._failed[key] = (
                 f"artifact {key} written by {upstream.get('host')} is not visible at {ws.artifacts} on "
-                f"{socket.gethostname()}: the results store folder must be on a filesystem shared by all workers"
+                f"{socket.gethostname()}: the results store folder must be on a filesystem shared by all "
+                "workers"
             )
             return
         time.sleep(0.25)
@@ -299,8 +303,8 @@ class DaskExecutor:
     ) -> None:
         _require_distributed()
         if scheduler and local_workers is not None:
-            raise UserError("--scheduler and --local-workers exclude each other: use an existing scheduler, or "
-                            "let tsbench start a local cluster of N workers")
+            raise UserError("--scheduler and --local-workers exclude each other: use an existing scheduler, "
+                            "or let tsbench start a local cluster of N workers")
         if local_workers is not None and local_workers < 1:
             raise UserError(f"--local-workers: expected a number of workers >= 1, got {local_workers}")
         if retries < 0:
@@ -323,8 +327,8 @@ class DaskExecutor:
             # a scheduler file (``dask scheduler --scheduler-file``) is the usual hand-over in batch jobs
             by_file = self.scheduler.endswith(".json")
             if by_file and not Path(self.scheduler).is_file():
-                raise UserError(f"--scheduler {self.scheduler}: no such scheduler file; give tcp://HOST:PORT or "
-                                "the file written by `dask scheduler --scheduler-file`")
+                raise UserError(f"--scheduler {self.scheduler}: no such scheduler file; give tcp://HOST:PORT "
+                                "or the file written by `dask scheduler --scheduler-file`")
             target = {"scheduler_file": self.scheduler} if by_file else {"address": self.scheduler}
             try:
                 client = Client(**target, timeout=self.connect_timeout)
@@ -358,8 +362,8 @@ class DaskExecutor:
         offered = [w.get("resources") or {} for w in workers.values()]
         if not any(r.get(TIMING, 0) >= 1 for r in offered):
             raise UserError(
-                f"none of the {len(workers)} Dask workers offers the {TIMING} resource; start every worker with "
-                f"--resources \"{TIMING}=1\" (one per node for honest timings; see docs/cluster.md)"
+                f"none of the {len(workers)} Dask workers offers the {TIMING} resource; start every worker "
+                f"with --resources \"{TIMING}=1\" (one per node for honest timings; see docs/cluster.md)"
             )
         wants_gpu = any(GPU in t.resources for t in tasks)
         if wants_gpu and not any(r.get(GPU, 0) >= 1 for r in offered):
