@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from tsbench_core.cells import DENSE
 from tsbench_core.report.benchjson import BenchEntry
@@ -58,7 +58,7 @@ def _log_axis(axis: Any, template: str = "{:g}", use_si: bool = False) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(
         lambda value, _pos: si(value) if use_si else template.format(float(f"{value:.3g}"))))
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())  # 1-2-5 majors are enough, and minor ticks cost most drawing time
 
 
 def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
@@ -68,6 +68,7 @@ def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
     for fmt in ("png", "svg"):
         written.append(write_atomic(folder / f"{stem}.{fmt}",
                                     lambda handle, fmt=fmt: fig.savefig(handle, format=fmt, dpi=120)))
+        fig.set_layout_engine("none")  # the layout is done: the SVG reuses it (half the drawing time)
     return written
 
 
@@ -122,7 +123,7 @@ def speedup_vs_sparsity(section: Section) -> Figure | None:
         ax.set_title(runtime)
         ax.set_xlabel("achieved sparsity")
         ax.set_ylabel("speedup vs dense (median latency ratio)")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"Speedup vs sparsity — {section.dataset}, horizon {section.pred_len}")
     return fig
@@ -149,7 +150,7 @@ def latency_vs_macs(section: Section) -> Figure | None:
     _log_axis(ax.yaxis)
     ax.set_xlabel("effective MACs per batch (nonzero weights only)")
     ax.set_ylabel("median latency per batch (ms)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
     ax.set_title(f"Latency vs MACs — {section.dataset}, horizon {section.pred_len}")
     return fig
@@ -182,7 +183,7 @@ def accuracy_latency_pareto(section: Section) -> Figure | None:
     _log_axis(ax.xaxis)
     ax.set_xlabel("median latency per window (ms) = batch latency / batch size")
     ax.set_ylabel("test MSE (scaled data)")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}")
     return fig
@@ -212,7 +213,7 @@ def benchmark_medians(entries: Sequence[BenchEntry]) -> Figure | None:
     ax.invert_yaxis()
     _log_axis(ax.xaxis)
     ax.set_xlabel("median time per call (ms), whiskers: interquartile range")
-    ax.grid(alpha=0.3, axis="x", which="both")
+    ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize="small")
     ax.set_title("pytest-benchmark timings")
     return fig
