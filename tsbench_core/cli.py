@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the cells and counts, run nothing")
     p.add_argument("--data-dir", help="folder with the dataset files (else TSBENCH_DATA_DIR, then the cache)")
     p.add_argument("--executor", choices=("local", "dask"), default="local")
-    p.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--scheduler", help="dask scheduler address tcp://HOST:PORT or a scheduler file (.json)")
     p.add_argument("--local-workers", type=int, default=None, help="start a local dask cluster of N workers")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",

@@ -165,7 +165,7 @@ def load_model(ws: Workspace, job: PruneJob, artifact: Artifact, splits: Dataset
     return model.eval()
 
 
-def _base_row(cell: Cell) -> dict[str, Any]:
+def base_row(cell: Cell) -> dict[str, Any]:
     train = cell.prune.train
     return {
         "cell_key": cell.key,
@@ -188,7 +188,7 @@ def _base_row(cell: Cell) -> dict[str, Any]:
 
 def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     """Everything about one cell as a store row; failures become a failed (or skipped) row, never an exception."""
-    row = _base_row(cell)
+    row = base_row(cell)
     row["started_at"] = time.time()
     try:
         artifact = pruned_artifact(ws, cell.prune)

@@ -38,7 +38,7 @@ from typing import Any
 
 from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob
 from tsbench_core.errors import TsbenchError, UserError
-from tsbench_core.pipeline import Workspace, _base_row, dense_artifact, measure_cell, pruned_artifact
+from tsbench_core.pipeline import Workspace, base_row, dense_artifact, measure_cell, pruned_artifact
 from tsbench_core.progress import NullProgress
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.steps.artifacts import find_artifact
@@ -271,7 +271,7 @@ def _open_lock(path: Path) -> int:
 def failed_row(cell: Cell, error: str) -> dict[str, Any]:
     """The row of a cell whose task could not finish on the cluster (it was never timed: no host)."""
     now = time.time()
-    return {**_base_row(cell), "host": None, "status": STATUS_FAILED, "error": error, "started_at": now,
+    return {**base_row(cell), "host": None, "status": STATUS_FAILED, "error": error, "started_at": now,
             "finished_at": now}
 
 
