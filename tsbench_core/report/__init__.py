@@ -69,7 +69,7 @@ def _blocks(data: ReportData, entries: list[BenchEntry], out_dir: Path, written:
         blocks += [Heading(2, "Failed and skipped cells"), failed]
     if entries:
         blocks += [Heading(2, "pytest-benchmark results"), benchmark_table(entries, data.rows)]
-        fig = benchmark_medians(entries)
+        fig = benchmark_medians(entries, data.rows)
         if fig is not None:
             blocks.append(_figure(fig, plots, "pytest_benchmark", "pytest-benchmark median times per file",
                                   written))

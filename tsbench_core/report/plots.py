@@ -51,11 +51,15 @@ def si(value: float) -> str:
 
 def _log_axis(axis: Any, template: str = "{:g}", use_si: bool = False) -> None:
     """Log scale labelled at 1-2-5 steps in plain numbers (``10^x`` labels are hard to read off)."""
+    ax = axis.axes
     if axis.axis_name == "x":
-        axis.axes.set_xscale("log")
+        ax.set_xscale("log")
+        low, high = ax.get_xlim()
     else:
-        axis.axes.set_yscale("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3.5 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(
         lambda value, _pos: si(value) if use_si else template.format(float(f"{value:.3g}"))))
     axis.set_minor_locator(NullLocator())  # 1-2-5 majors are enough, and minor ticks cost most drawing time
@@ -189,30 +193,42 @@ def accuracy_latency_pareto(section: Section) -> Figure | None:
     return fig
 
 
-def benchmark_medians(entries: Sequence[BenchEntry]) -> Figure | None:
-    """Median time of each pytest-benchmark benchmark (bars, IQR whiskers), one colour per JSON file."""
+def benchmark_medians(entries: Sequence[BenchEntry], store_rows: Sequence[Row] = ()) -> Figure | None:
+    """Median time of each pytest-benchmark benchmark (bars, IQR whiskers), one colour per JSON file, and the
+    store's median (p10–p90 whiskers) for benchmarks of tsbench cells the store holds."""
     if not entries:
         return None
     names = list(dict.fromkeys(e.name for e in entries))
-    sources = list(dict.fromkeys(e.source for e in entries))
-    fig, (ax,) = _figure(1, width=9.0, height=max(2.5, 0.32 * len(names) * len(sources) + 1.2))
-    height = 0.8 / len(sources)
-    for s_i, source in enumerate(sources):
-        mine = {e.name: e for e in entries if e.source == source}
+    series: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for e in entries:
+        series.setdefault(e.source, {})[e.name] = (e.median_ms, e.q1_ms, e.q3_ms)
+    by_key = {r.get("cell_key"): r for r in store_rows if r.get("latency_ms_median")}
+    stored: dict[str, tuple[float, float, float]] = {}
+    for e in entries:
+        row = by_key.get(e.extra_info.get("cell_key"))
+        if row is not None:
+            median = float(row["latency_ms_median"])
+            stored[e.name] = (median, float(row.get("latency_ms_p10") or median),
+                              float(row.get("latency_ms_p90") or median))
+    if stored:
+        series["store (tsbench run)"] = stored
+    fig, (ax,) = _figure(1, width=9.0, height=max(2.5, 0.3 * len(names) * len(series) + 1.2))
+    height = 0.8 / len(series)
+    for s_i, (label, values) in enumerate(series.items()):
         ys, medians, low, high = [], [], [], []
         for n_i, name in enumerate(names):
-            if name in mine:
-                e = mine[name]
-                ys.append(n_i + (s_i - (len(sources) - 1) / 2) * height)
-                medians.append(e.median_ms)
-                low.append(max(e.median_ms - e.q1_ms, 0.0))
-                high.append(max(e.q3_ms - e.median_ms, 0.0))
+            if name in values:
+                median, lo, hi = values[name]
+                ys.append(n_i + (s_i - (len(series) - 1) / 2) * height)
+                medians.append(median)
+                low.append(max(median - lo, 0.0))
+                high.append(max(hi - median, 0.0))
         ax.barh(ys, medians, height=height * 0.9, xerr=[low, high], color=COLORS[s_i % len(COLORS)],
-                label=source, capsize=2)
+                label=label, capsize=2)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
     _log_axis(ax.xaxis)
-    ax.set_xlabel("median time per call (ms), whiskers: interquartile range")
+    ax.set_xlabel("median time per call (ms); whiskers: interquartile range (store: p10–p90)")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize="small")
     ax.set_title("pytest-benchmark timings")
