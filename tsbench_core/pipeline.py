@@ -112,6 +112,17 @@ def pruned_artifact(ws: Workspace, job: PruneJob) -> Artifact:
     return ws.cached(job.key) or _remember_failure(ws, job.key, _prune, job)
 
 
+def _relative_to_dense(pruned: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+    """Sparsity measured against the dense model's counts, so a structurally pruned (smaller) model reports
+    the fraction of weights it removed, and an unstructured one the fraction it zeroed."""
+    return {
+        **pruned,
+        "sparsity_prunable": 1.0 - pruned["prunable_nonzero"] / dense["prunable_total"],
+        "sparsity_all": 1.0 - pruned["params_nonzero"] / dense["params_total"],
+        "sparsity_prunable_own": pruned["sparsity_prunable"],
+    }
+
+
 def _train_dense(ws: Workspace, job: TrainJob) -> Artifact:
     splits = load_splits(ws, job)
     model = build_dense(ws, job, splits)
@@ -149,7 +160,7 @@ def _prune(ws: Workspace, job: PruneJob) -> Artifact:
         "prune_info": result.info,
         "fine_tune": fine_tune,
         "metrics": metrics,
-        "accounting": _accounting(pruned, splits, model_params),
+        "accounting": _relative_to_dense(_accounting(pruned, splits, model_params), dense.meta["accounting"]),
         "shape": dense.meta["shape"],
     }
     return save_artifact(ws.artifacts, job.key, pruned.state_dict(), meta)
@@ -213,8 +224,11 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
 def _model_columns(artifact: Artifact) -> dict[str, Any]:
     acc = artifact.meta["accounting"]
     metrics = artifact.meta["metrics"]
+    info = artifact.meta.get("prune_info") or {}
+    # over the weights the pruner was asked to prune (its own selection), else over the default prunable set
+    achieved = info.get("achieved_sparsity", info.get("achieved_reduction", acc.get("sparsity_prunable")))
     return {
-        "achieved_sparsity": acc.get("sparsity_prunable"),
+        "achieved_sparsity": achieved,
         "sparsity_all": acc.get("sparsity_all"),
         "params_total": acc.get("params_total"),
         "params_nonzero": acc.get("params_nonzero"),
