@@ -76,7 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
     config.stash[_STATE] = _SpecState(config)
     # Benchmark only the spec unless paths were named on the command line (not the project's test suite).
-    named = [a for a in config.args] if config.args_source == pytest.Config.ArgsSource.ARGS else []
+    named = list(config.args) if config.args_source == pytest.Config.ArgsSource.ARGS else []
     resolved = {Path(a.split("::")[0]).resolve() for a in named}
     config.args = named + [str(Path(s)) for s in specs if Path(s).resolve() not in resolved]
 
