@@ -68,8 +68,9 @@ class DecompositionForecaster(nn.Module):
         self.label_len = shape.label_len
         self.pred_len = shape.pred_len
         self.c_out = shape.c_out
-        self.register_buffer("take_label", decoder_init_matrices(shape)[0], persistent=False)
-        self.register_buffer("mean_future", decoder_init_matrices(shape)[1], persistent=False)
+        take_label, mean_future = decoder_init_matrices(shape)
+        self.register_buffer("take_label_t", take_label.t().contiguous(), persistent=False)
+        self.register_buffer("mean_future_t", mean_future.t().contiguous(), persistent=False)
         self.decomp = SeriesDecomposition(p.moving_avg)
         self.enc_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
         self.dec_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
@@ -88,12 +89,19 @@ class DecompositionForecaster(nn.Module):
             projection=nn.Linear(p.d_model, shape.c_out),
         )
 
+    @staticmethod
+    def _over_time(matrix_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``matrix @ x`` over time, written with the constant on the right (DeepSparse computes a constant
+        left operand of a batched MatMul wrongly)."""
+        return torch.matmul(x.transpose(1, 2), matrix_t).transpose(1, 2)
+
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor, x_dec: torch.Tensor,
                 x_mark_dec: torch.Tensor) -> torch.Tensor:
         # decoder inits as products with constant matrices: exports with static shapes, no Pad/Tile
         seasonal, trend = self.decomp(x_enc)
-        trend_init = (self.take_label @ trend + self.mean_future @ x_enc)[..., -self.c_out:]
-        seasonal_init = self.take_label @ seasonal
+        trend_init = self._over_time(self.take_label_t, trend) + self._over_time(self.mean_future_t, x_enc)
+        trend_init = trend_init[..., -self.c_out:]
+        seasonal_init = self._over_time(self.take_label_t, seasonal)
         enc_out = self.encoder(self.enc_embedding(x_enc, x_mark_enc))
         seasonal_part, trend_part = self.decoder(self.dec_embedding(seasonal_init, x_mark_dec), enc_out,
                                                  trend_init)

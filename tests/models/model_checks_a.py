@@ -15,10 +15,11 @@ from tsbench_core.data import DatasetSplits, DataShape, Scaler, SeriesSplit, Win
 from tsbench_core.registry import load_plugins
 
 INPUT_NAMES = ["x_enc", "x_mark_enc", "x_dec", "x_mark_dec"]
-# What deploy forms keep out of exported graphs: FFTs, random ops, data-dependent selection and shapes, masks.
+# What deploy forms keep out of exported graphs: FFTs, random ops, data-dependent selection and shapes, masks,
+# and the comparison/boolean ops and Elu that DeepSparse's engine leaves to its fallback.
 FORBIDDEN_OPS = {"DFT", "TopK", "ScatterElements", "ScatterND", "Where", "Trilu", "Einsum", "Shape", "Expand",
                  "Tile", "NonZero", "RandomNormalLike", "RandomUniformLike", "RandomUniform", "RandomNormal",
-                 "Multinomial", "CumSum"}
+                 "Multinomial", "CumSum", "Greater", "Less", "Equal", "And", "Or", "Not", "Elu", "ReduceMax"}
 SMALL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "e_layers": 2, "d_layers": 1, "dropout": 0.1}
 ETTH1 = DataShape(enc_in=7, dec_in=7, c_out=7, seq_len=96, label_len=48, pred_len=96)
 

@@ -19,6 +19,7 @@ from model_checks_a import (
     check_training_lowers_val_loss,
     count_informer,
     n_params,
+    set_deploy,
     small_shape,
 )
 
@@ -129,10 +130,17 @@ def test_state_dict_round_trip_includes_the_key_samples(tmp_path) -> None:
     check_round_trip(NAME, tmp_path, differing={"sample_seed": 9}, **SMALL)
 
 
-def test_deploy_form_is_the_training_form() -> None:
-    """Informer has no separate deploy form: the exported graph is the module itself."""
+def test_deploy_form_matches_on_random_inputs() -> None:
+    """The deploy form only rewrites the distilling layer's ELU as relu(x) - relu(1 - exp(x))."""
     shape = small_shape()
-    check_deploy_equivalence(build(NAME, shape, **SMALL), example_inputs(shape, 2), tol=0.0)
+    model = build(NAME, shape, **SMALL)
+    assert set_deploy(model) == 1
+    check_deploy_equivalence(model, example_inputs(shape, 4))
+
+
+def test_deploy_form_matches_on_real_etth1(etth1_test_batch) -> None:
+    model = build(NAME, ETTH1, d_model=64, n_heads=8, d_ff=128)
+    check_deploy_equivalence(model, etth1_test_batch.inputs)
 
 
 @pytest.mark.parametrize("opset", [13, 17])

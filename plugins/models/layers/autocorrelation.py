@@ -7,7 +7,8 @@ delays (as the reference implementation does). The aggregation is written as a c
 the values with a sparse lag-weight vector, which equals the sum of rolled copies.
 
 Deploy form (``set_deploy_form(True)``): FFTs become DFT matrix products and the top-k lag selection becomes
-a rank comparison (no TopK/scatter), so the block exports to plain ONNX ops.
+a rank comparison written with arithmetic ops (no TopK, scatter or comparison ops), so the block exports to
+plain ONNX ops.
 """
 
 from __future__ import annotations
@@ -25,21 +26,39 @@ from plugins.models.layers.fourier import DeployFormMixin, irdft_matrices, rdft_
 
 @lru_cache(maxsize=32)
 def _strictly_lower(n: int) -> np.ndarray:
-    return np.tril(np.ones((n, n), dtype=bool), k=-1)
+    return np.tril(np.ones((n, n), dtype=np.float32), k=-1)
+
+
+@lru_cache(maxsize=32)
+def _ones_column(n: int) -> np.ndarray:
+    return np.ones((n, 1), dtype=np.float32)
+
+
+# Step functions as ``clip(x * BIG, 0, 1)``: exactly 0 for x <= 0 and 1 for x >= 1 / BIG, which every non-zero
+# difference of the (ordinary, non-denormal) scores compared here exceeds. Clip/Mul/MatMul run inside
+# DeepSparse's engine; comparison and boolean ops (Greater, Equal, And, Cast) do not.
+_BIG = 1e30
+
+
+def _step(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x * _BIG, 0.0, 1.0)
 
 
 def top_k_mask_by_rank(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Float mask (1 for the ``k`` largest entries of the last axis, else 0) from pairwise comparisons.
 
     Entry ``i`` is kept when fewer than ``k`` entries rank before it (larger, or equal with a lower index), so
-    exactly ``k`` are kept even with ties. Only Greater/Equal/ReduceSum ops: exportable without TopK.
+    exactly ``k`` are kept even with ties. Written with Sub/Mul/Clip/MatMul only: exportable without TopK or
+    comparison ops.
     """
     n = int(scores.shape[-1])
-    row = scores.unsqueeze(-1)  # [..., i, 1]
-    col = scores.unsqueeze(-2)  # [..., 1, j]
+    diff = scores.unsqueeze(-2) - scores.unsqueeze(-1)  # [..., i, j] = s_j - s_i
+    larger = _step(diff)
+    equal = 1.0 - larger - _step(-diff)
     earlier = torch.from_numpy(_strictly_lower(n)).to(scores.device)  # j < i; a constant under tracing
-    before = (col > row) | ((col == row) & earlier)
-    return (before.to(scores.dtype).sum(-1) < k).to(scores.dtype)
+    before = larger + equal * earlier
+    rank = torch.matmul(before, torch.from_numpy(_ones_column(n)).to(scores.device)).squeeze(-1)
+    return _step(k - 0.5 - rank)
 
 
 def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -96,7 +115,11 @@ class AutoCorrelation(DeployFormMixin, nn.Module):
         k = keys.permute(0, 2, 3, 1)  # B H E S
         v = values.permute(0, 2, 3, 1)
         n = 2 * (length // 2)  # irfft's default output length (drops a sample when L is odd, as the reference)
-        mean_corr = self._cross_correlation(q, k, length, n).mean(dim=(1, 2))  # [B, n]
+        corr = self._cross_correlation(q, k, length, n)  # B H E n
+        # mean over heads and channels as a product with a constant column: runs inside DeepSparse's engine
+        flat = corr.reshape(corr.shape[0], -1, n).transpose(1, 2)  # B n H*E
+        width = int(flat.shape[-1])
+        mean_corr = torch.matmul(flat, torch.from_numpy(_ones_column(width) / width).to(flat.device)).squeeze(-1)
         top_k = min(max(int(self.factor * math.log(length)), 1), n)
         weights = self._lag_weights(mean_corr, top_k)[:, None, None, :]
         # sum_i w_i * roll(v, -delay_i) == cross-correlation of v with the lag weights

@@ -49,7 +49,16 @@ class EncoderLayer(nn.Module):
 
 
 class DistilConv(nn.Module):
-    """Informer's distilling layer: circular Conv1d (kernel 3), BatchNorm, ELU, max-pool with stride 2."""
+    """Informer's distilling layer: circular Conv1d (kernel 3), BatchNorm, ELU, max-pool with stride 2.
+
+    Deploy form: ELU written as ``relu(x) - relu(1 - exp(x))`` (the same function; DeepSparse's engine has no
+    Elu). Not used for training: ``exp`` overflows for large inputs and would give NaN gradients.
+    """
+
+    deploy: bool = False
+
+    def set_deploy_form(self, enabled: bool) -> None:
+        self.deploy = bool(enabled)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -64,8 +73,9 @@ class DistilConv(nn.Module):
         return (length + 2 + 2 - 3) // 2 + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pool(self.activation(self.norm(self.conv(x.transpose(1, 2)))))
-        return y.transpose(1, 2)
+        y = self.norm(self.conv(x.transpose(1, 2)))
+        y = F.relu(y) - F.relu(1.0 - torch.exp(y)) if self.deploy else self.activation(y)
+        return self.pool(y).transpose(1, 2)
 
 
 class Encoder(nn.Module):

@@ -19,10 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from plugins.models.layers.attention import MASK_VALUE, causal_additive_mask
-from plugins.models.layers.autocorrelation import top_k_mask_by_rank
+from plugins.models.layers.autocorrelation import _ones_column, top_k_mask_by_rank
 
 
 @lru_cache(maxsize=32)
@@ -60,6 +61,18 @@ class ProbAttention(nn.Module):
         self.per_query, self.n_top = sample_sizes(factor, query_len, key_len)
         self.register_buffer("sample_counts", draw_sample_counts(query_len, key_len, self.per_query, generator))
 
+    @property
+    def sample_bias(self) -> torch.Tensor:
+        # derived from the saved counts at call time, so a loaded checkpoint's sample is the one used;
+        # under tracing the buffer is an initializer and this folds to a constant
+        return (self.sample_counts == 0).to(self.sample_counts.dtype) * MASK_VALUE
+
+    def _unsampled_bias(self, counts: torch.Tensor) -> torch.Tensor:
+        """``MASK_VALUE`` where a key was not sampled for a query, else 0 (a constant at evaluation)."""
+        if self.training:
+            return (counts == 0).to(counts.dtype) * MASK_VALUE
+        return self.sample_bias
+
     def _counts(self) -> torch.Tensor:
         if self.training:
             return draw_sample_counts(self.query_len, self.key_len, self.per_query).to(self.sample_counts.device)
@@ -77,8 +90,11 @@ class ProbAttention(nn.Module):
         v = values.permute(0, 2, 1, 3)  # B H S D
         scores = torch.matmul(q, k)  # B H L S, unscaled as in the sparsity measurement
         counts = self._counts()
-        sampled_max = (scores + (counts == 0).to(scores.dtype) * MASK_VALUE).amax(dim=-1)
-        sparsity = sampled_max - (scores * counts).sum(dim=-1) / self.key_len
+        # row maximum as a max-pool over the whole row: MaxPool runs inside DeepSparse's engine, ReduceMax does not
+        masked = (scores + self._unsampled_bias(counts)).reshape(-1, 1, self.key_len)
+        sampled_max = F.max_pool1d(masked, self.key_len).reshape(scores.shape[:-1])
+        ones = torch.from_numpy(_ones_column(self.key_len)).to(scores.device)
+        sparsity = sampled_max - torch.matmul(scores * counts, ones).squeeze(-1) / self.key_len
         selected = top_k_mask_by_rank(sparsity, self.n_top).unsqueeze(-1)  # B H L 1
 
         scale = self.scale or 1.0 / math.sqrt(q.shape[-1])
