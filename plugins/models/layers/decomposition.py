@@ -27,6 +27,18 @@ def moving_average_matrix(length: int, kernel_size: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
+_MATRICES_T: dict[tuple[int, int], torch.Tensor] = {}
+
+
+@torch.compiler.assume_constant_result
+def _average_matrix_t(length: int, kernel_size: int) -> torch.Tensor:
+    # a constant for torch.compile (evaluated once while tracing, not traced into NumPy) and for ONNX export
+    key = (length, kernel_size)
+    if key not in _MATRICES_T:
+        _MATRICES_T[key] = torch.from_numpy(moving_average_matrix(length, kernel_size).T.copy())
+    return _MATRICES_T[key]
+
+
 class MovingAverage(nn.Module):
     """Centred moving average over time of ``[B, L, C]`` with edge-repeat padding; ``kernel_size`` odd."""
 
@@ -43,8 +55,7 @@ class MovingAverage(nn.Module):
         """The same average for series laid out time-last, ``[..., L]``."""
         if self.kernel_size == 1:
             return x
-        length = int(x.shape[-1])
-        matrix_t = torch.from_numpy(moving_average_matrix(length, self.kernel_size).T.copy())
+        matrix_t = _average_matrix_t(int(x.shape[-1]), self.kernel_size)
         # constant on the right, like a Linear layer: DeepSparse mis-infers the shape of const[L, L] @ x[B, L, C]
         return torch.matmul(x, matrix_t.to(x.device, x.dtype))
 
