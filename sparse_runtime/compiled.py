@@ -30,6 +30,9 @@ class CompileParams(PluginParams):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     deploy_form: bool = True  # compile the deploy form (plain matmuls, no rfft) rather than the training form
+    # Inductor's pattern matcher (attention -> SDPA fusion among others). None: on, and if compiling fails,
+    # once more with it off (torch 2.13's attention rewrite fails on a key permuted as (0, 2, 3, 1)).
+    pattern_matcher: bool | None = None
 
 
 def _resolve_device(requested: str) -> str:
@@ -87,18 +90,34 @@ class TorchCompileRuntime:
             clone, switched = copy.deepcopy(model).eval(), []
         clone = clone.to(device)
         used = pin_torch_threads(threads)
-        compiled = torch.compile(clone, backend="inductor", mode=None if p.mode == "default" else p.mode,
-                                 fullgraph=False, dynamic=False)
         info = {"runtime": self.name, "device": device, "versions": self.versions(),
                 "threads": {"torch": used}, "backend": "inductor", "mode": p.mode,
                 "deploy_form": p.deploy_form, "deploy_form_modules": switched}
-        session = CompiledSession(compiled, device, used, info)
-        try:  # compile now, so neither the gate nor the timed calls pay for it
-            session.run([t.detach().cpu().numpy() for t in example_inputs])
-        except Exception as exc:
-            raise CellError(f"torch.compile of {type(model).__name__} failed: {type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
-        return session
+        example = [t.detach().cpu().numpy() for t in example_inputs]
+        attempts = [p.pattern_matcher] if p.pattern_matcher is not None else [True, False]
+        failures = []
+        for pattern_matcher in attempts:
+            compiled = torch.compile(clone, backend="inductor", mode=None if p.mode == "default" else p.mode,
+                                     fullgraph=False, dynamic=False,
+                                     options={"pattern_matcher": pattern_matcher})
+            session = CompiledSession(compiled, device, used, {**info, "pattern_matcher": pattern_matcher})
+            try:  # compile now, so neither the gate nor the timed calls pay for it
+                session.run(example)
+            except Exception as exc:
+                failures.append(f"pattern_matcher={pattern_matcher}: {_last_error_line(exc)}")
+                torch._dynamo.reset()
+                continue
+            if failures:
+                session.info["compile_retries"] = failures
+            return session
+        raise CellError(f"torch.compile of {type(model).__name__} failed: {'; '.join(failures)}")
+
+
+def _last_error_line(exc: BaseException) -> str:
+    """The informative line of an inductor error (the first line is only 'backend=inductor raised:')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "Error" in line and not line.startswith("Set TORCHDYNAMO")]
+    return (useful[-1] if useful else lines[0] if lines else type(exc).__name__)[:500]
 
 
 PLUGINS = (TorchCompileRuntime(),)

@@ -25,8 +25,12 @@ class TinyForecaster(nn.Module):
 
     def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
         h = torch.cat([self.value(x_enc) + self.mark(x_mark_enc), self.value(x_dec) + self.mark(x_mark_dec)], 1)
-        scores = torch.softmax(torch.matmul(h, h.transpose(1, 2)) / 4.0, dim=-1)
-        h = torch.relu(self.mix(torch.matmul(scores, h)))
+        b, length, _ = h.shape
+        heads = h.view(b, length, 2, 8)  # multi-head attention laid out like the built-in FullAttention
+        q, k, v = heads.permute(0, 2, 1, 3), heads.permute(0, 2, 3, 1), heads.permute(0, 2, 1, 3)
+        scores = torch.softmax(torch.matmul(q, k) * 0.35, dim=-1)
+        h = torch.matmul(scores, v).permute(0, 2, 1, 3).reshape(b, length, 16)
+        h = torch.relu(self.mix(h))
         return self.out(self.time(h.transpose(1, 2)).transpose(1, 2))
 
 

@@ -45,6 +45,9 @@ def test_runtime_matches_torch_eager(name, tiny, tmp_path) -> None:
     info = session.info
     assert info["runtime"] == name
     assert info["threads"] and all(v == 1 for v in info["threads"].values())
+    if name == "torch-compile":  # compiled on the first attempt, or after turning the pattern matcher off
+        assert info["pattern_matcher"] in (True, False)
+        assert info["pattern_matcher"] or info["compile_retries"]
     if name == "deepsparse":
         assert info["fraction_of_supported_ops"] == 1.0
         assert info["graph_inputs"] == ["x_enc", "x_mark_enc", "x_dec", "x_mark_dec"]
