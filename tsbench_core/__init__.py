@@ -10,18 +10,29 @@ from __future__ import annotations
 from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
-from tsbench_core.registry import Registry, load_plugins
 
 __all__ = ["hookimpl", "load_plugins", "Registry", "build_model", "load_dataset", "load_spec", "run"]
+
+
+
+def __getattr__(name: str) -> Any:
+    # the registry imports torch; keep `import tsbench_core` (e.g. by the pytest plugin) light
+    if name in ("load_plugins", "Registry"):
+        from tsbench_core import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'tsbench_core' has no attribute {name!r}")
+
 
 _SHAPE_FIELDS = ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len", "freq")
 
 
-def build_model(name: str, registry: Registry | None = None, **hyperparams: Any):
+def build_model(name: str, registry: Any = None, **hyperparams: Any):
     """Build a model plugin's ``nn.Module``. Data-shape fields (seq_len, label_len, pred_len, enc_in, dec_in,
     c_out, freq) may be given with the model's own hyperparameters; missing ones default to ETTh1 at 96/48/96."""
     from tsbench_core.data import DataShape
     from tsbench_core.embedding_dims import marks_dims
+    from tsbench_core.registry import load_plugins
 
     registry = registry or load_plugins()
     plugin = registry.get("model", name)
@@ -44,11 +55,12 @@ def build_model(name: str, registry: Registry | None = None, **hyperparams: Any)
 
 
 def load_dataset(name: str, *, seq_len: int = 96, label_len: int = 48, pred_len: int = 96,
-                 data_dir: str | None = None, registry: Registry | None = None, **params: Any):
+                 data_dir: str | None = None, registry: Any = None, **params: Any):
     """Load a dataset plugin's windowed splits (``DatasetSplits``)."""
     from pathlib import Path
 
     from tsbench_core.data import Windows
+    from tsbench_core.registry import load_plugins
 
     registry = registry or load_plugins()
     plugin = registry.get("dataset", name)
@@ -56,7 +68,7 @@ def load_dataset(name: str, *, seq_len: int = 96, label_len: int = 48, pred_len:
                        Path(data_dir) if data_dir else None)
 
 
-def load_spec(path: str, registry: Registry | None = None):
+def load_spec(path: str, registry: Any = None):
     """Read and validate a spec file against the installed plugins."""
     from tsbench_core.spec import load_spec as _load
 
