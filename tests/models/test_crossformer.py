@@ -19,7 +19,6 @@ from model_checks_b import (
     layer_norm,
     linear,
     n_params,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     params_model,
     shape,
 )
@@ -105,6 +104,10 @@ def test_state_dict_round_trip(tmp_path) -> None:
 def test_onnx_export_matches_torch(opset: int) -> None:
     # 50 steps: a padded last segment and merging 9 -> 5 segments with a repeated last segment
     check_onnx("crossformer", shape(24, 50), opset, **{**SMALL, "e_layers": 2})
+
+
+def test_onnx_export_matches_torch_on_real_etth1(etth1_test_batch) -> None:
+    check_onnx("crossformer", shape(96, 96, 7), 13, inputs=etth1_test_batch.inputs, **{**SMALL, "e_layers": 2})
 
 
 def test_short_training_lowers_validation_loss() -> None:

@@ -17,7 +17,6 @@ from model_checks_b import (
     check_training_lowers_val_loss,
     linear,
     n_params,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     params_model,
     shape,
 )
@@ -117,6 +116,10 @@ def test_state_dict_round_trip(tmp_path) -> None:
 @pytest.mark.parametrize("individual", [False, True])
 def test_onnx_export_matches_torch(opset: int, individual: bool) -> None:
     check_onnx("dlinear", shape(), opset, individual=individual)
+
+
+def test_onnx_export_matches_torch_on_real_etth1(etth1_test_batch) -> None:
+    check_onnx("dlinear", shape(96, 96, 7), 13, inputs=etth1_test_batch.inputs, **SMALL)
 
 
 def test_short_training_lowers_validation_loss() -> None:

@@ -16,7 +16,6 @@ from model_checks_b import (
     encoder_layer,
     linear,
     n_params,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     params_model,
     shape,
 )
@@ -110,6 +109,10 @@ def test_state_dict_round_trip(tmp_path) -> None:
 @pytest.mark.parametrize("opset", [13, 17])
 def test_onnx_export_matches_torch(opset: int) -> None:
     check_onnx("patchtst", shape(), opset, **SMALL)
+
+
+def test_onnx_export_matches_torch_on_real_etth1(etth1_test_batch) -> None:
+    check_onnx("patchtst", shape(96, 96, 7), 13, inputs=etth1_test_batch.inputs, **SMALL)
 
 
 def test_short_training_lowers_validation_loss() -> None:
