@@ -136,6 +136,42 @@ def _channel_group(graph: Any, module: nn.Module, tp: Any, limit: int = 5000
     return producers, consumers
 
 
+def _group_scores(probe: Any, names: dict[nn.Module, str]) -> list[tuple[str, torch.Tensor]]:
+    """Channel importance of every prunable group (normalised per group, averaged over heads for attention
+    groups), keyed by the name of one layer whose output channels the group prunes."""
+    scored = []
+    for group in probe.DG.get_all_groups(ignored_layers=probe.ignored_layers,
+                                         root_module_types=probe.root_module_types):
+        is_attention, _ = probe._is_atten_group(group)
+        if is_attention:
+            group = probe._downstream_node_as_root_if_attention(group)
+            if group is None:
+                continue
+        imp = probe.estimate_importance(group)
+        if imp is None:
+            continue
+        channel_groups = probe._get_channel_groups(group)
+        dim_imp = imp.view(channel_groups, -1).mean(0) if channel_groups > 1 else imp
+        key = next((dep.target.module for dep, _ in group
+                    if probe.DG.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names), None)
+        if key is not None:
+            scored.append((names[key], dim_imp.detach().float().cpu()))
+    return scored
+
+
+def _global_ratios(scored: list[tuple[str, torch.Tensor]], ratio: float, cap: float) -> dict[str, float]:
+    """Per-group ratios from one global ranking of all channel scores, each capped at ``cap`` so no group is
+    ever emptied (the role Torch-Pruning's global mode plays, without its skipping of such groups)."""
+    if not scored:
+        return {}
+    everything = torch.cat([imp for _, imp in scored])
+    n_pruned = int(round(ratio * everything.numel()))
+    if n_pruned <= 0:
+        return {name: 0.0 for name, _ in scored}
+    threshold = torch.kthvalue(everything, min(n_pruned, everything.numel())).values
+    return {name: min(float((imp <= threshold).float().mean()), cap) for name, imp in scored}
+
+
 def _next_ratio(trials: list[dict[str, float]], target: float, low: float, high: float) -> float:
     """Secant step through the last two (ratio, reduction) points, or from the origin; bisection when the
     step leaves the bracket. Reduction is nearly linear in the channel ratio, so this takes few trials."""
@@ -196,8 +232,29 @@ class StructuredPruner:
                 prunable.update(names[m] for m in producers | consumers)
         return ignored, prunable
 
+    def _scores(self, model: nn.Module, params: StructuredParams, context: PruneContext,
+                ignored_names: list[str]) -> list[tuple[str, torch.Tensor]]:
+        """Channel scores of the dense model, computed once for the global ranking of every trial."""
+        tp = _tp()
+        probe_model = copy.deepcopy(model)
+        modules = dict(probe_model.named_modules())
+        attention = _attention_layers(probe_model)
+        num_heads = {p: layer.n_heads for _, layer, projections in attention for p in projections}
+        if params.importance == "taylor":
+            self._taylor_gradients(probe_model, params, context)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = self._pruner(tp, probe_model, 0.5, params, context, [modules[n] for n in ignored_names],
+                                 num_heads, False, self._importance(tp, params))
+            return _group_scores(probe, {m: n for n, m in modules.items()})
+
+    @staticmethod
+    def _importance(tp: Any, params: StructuredParams) -> Any:
+        return (tp.importance.GroupTaylorImportance() if params.importance == "taylor"
+                else tp.importance.GroupMagnitudeImportance(p=2))
+
     def _prune_copy(self, model: nn.Module, ratio: float, params: StructuredParams, context: PruneContext,
-                    ignored_names: list[str]) -> nn.Module:
+                    ignored_names: list[str], scores: list[tuple[str, torch.Tensor]] | None) -> nn.Module:
         tp = _tp()
         pruned = copy.deepcopy(model)
         modules = dict(pruned.named_modules())
@@ -209,11 +266,14 @@ class StructuredPruner:
                 inner.scale = 1.0 / math.sqrt(projections[0].out_features // layer.n_heads)
         num_heads = {p: layer.n_heads for _, layer, projections in attention for p in projections}
         heads = params.attention == "heads"
-        importance = (tp.importance.GroupTaylorImportance() if params.importance == "taylor"
-                      else tp.importance.GroupMagnitudeImportance(p=2))
+        importance = self._importance(tp, params)
         with warnings.catch_warnings():  # unwrapped parameters (routers, positions) sit in ignored groups
             warnings.simplefilter("ignore")
-            pruner = self._pruner(tp, pruned, ratio, params, context, ignored, num_heads, heads, importance)
+            ratios = None
+            if scores is not None:
+                ratios = {modules[n]: r for n, r in _global_ratios(scores, ratio, params.max_layer_ratio).items()}
+            pruner = self._pruner(tp, pruned, ratio, params, context, ignored, num_heads, heads, importance,
+                                  ratios)
         for _ in range(params.iterative_steps):
             if params.importance == "taylor":
                 self._taylor_gradients(pruned, params, context)
@@ -225,10 +285,16 @@ class StructuredPruner:
 
     @staticmethod
     def _pruner(tp: Any, pruned: nn.Module, ratio: float, params: StructuredParams, context: PruneContext,
-                ignored: list[nn.Module], num_heads: dict, heads: bool, importance: Any) -> Any:
+                ignored: list[nn.Module], num_heads: dict, heads: bool, importance: Any,
+                ratios: dict[nn.Module, float] | None = None) -> Any:
+        # global channel ranking is done by _global_ratios (as per-group ratios); Torch-Pruning's own global
+        # mode skips every group whose channels would all fall below the threshold, so it stalls at high
+        # targets. Whole-head pruning keeps Torch-Pruning's global head ranking.
+        global_in_tp = params.scope == "global" and heads
         return tp.pruner.BasePruner(
-            pruned, context.example_inputs, importance=importance, global_pruning=params.scope == "global",
-            pruning_ratio=ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=params.iterative_steps,
+            pruned, context.example_inputs, importance=importance, global_pruning=global_in_tp,
+            pruning_ratio=min(ratio, params.max_layer_ratio), pruning_ratio_dict=ratios,
+            max_pruning_ratio=params.max_layer_ratio, iterative_steps=params.iterative_steps,
             ignored_layers=ignored, round_to=params.round_to, num_heads=num_heads, prune_num_heads=heads,
             prune_head_dims=not heads, head_pruning_ratio=ratio if heads else 0.0,
         )
@@ -284,12 +350,14 @@ class StructuredPruner:
             mods = dict(candidate.named_modules())
             return 1.0 - sum(_module_params(mods[n]) for n in prunable) / dense_prunable
 
+        global_channels = params.scope == "global" and params.attention == "head_dims"
+        scores = self._scores(model, params, context, ignored_names) if global_channels else None
         best: tuple[float, float, nn.Module] | None = None  # (gap, ratio, model)
         low, high = 0.0, params.max_layer_ratio
         ratio = min(target_sparsity, high)
         trials = []
         for _ in range(10):
-            candidate = (self._prune_copy(model, ratio, params, context, ignored_names) if ratio > 0
+            candidate = (self._prune_copy(model, ratio, params, context, ignored_names, scores) if ratio > 0
                          else copy.deepcopy(model))
             reached = reduction(candidate)
             trials.append({"ratio": ratio, "reduction": reached})

@@ -154,3 +154,13 @@ def test_bad_input():
     with pytest.raises(CellError, match="matches no module"):
         PRUNER.prune(_build("transformer"), 0.5, PRUNER.params_model(exclude=["nothing.*"]),
                      _context("transformer"))
+
+
+def test_highest_study_target_is_reached():
+    # 0.8**9 density: global ranking must not stall when whole groups fall below the threshold
+    model = _build("transformer")
+    result = PRUNER.prune(model, 1 - 0.8**9, PRUNER.params_model(), _context("transformer"))
+    assert abs(result.info["achieved_reduction"] - (1 - 0.8**9)) <= 0.02, result.info["search"]
+    for layer in result.model.encoder.layers:
+        assert layer.feed_forward.linear1.out_features >= 1
+        assert layer.attention.query_projection.out_features >= layer.attention.n_heads
