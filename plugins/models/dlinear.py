@@ -58,7 +58,8 @@ class DLinear(nn.Module):
         # x: [B, C, seq_len] -> [B, C, pred_len]
         if not self.individual:
             return layers(x)
-        return torch.stack([layer(x[:, i, :]) for i, layer in enumerate(layers)], dim=1)
+        # slices, not x[:, i]: an integer index exports as a Gather
+        return torch.cat([layer(x[:, i : i + 1, :]) for i, layer in enumerate(layers)], dim=1)
 
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor | None = None,
                 x_dec: torch.Tensor | None = None, x_mark_dec: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,7 +19,10 @@ from tsbench_core.registry import load_plugins
 
 INPUT_NAMES = ["x_enc", "x_mark_enc", "x_dec", "x_mark_dec"]
 # ops the deploy-form convention keeps out of exported graphs (dynamic shapes, masks, broadcasts)
-FORBIDDEN_OPS = {"Where", "Trilu", "Expand", "Tile", "Shape", "Einsum", "RandomNormalLike", "RandomUniformLike"}
+FORBIDDEN_OPS = {"DFT", "TopK", "ScatterElements", "ScatterND", "Gather", "Pad", "Where", "Trilu", "Einsum", "Shape",
+                 "Expand", "Tile", "NonZero", "RandomNormalLike", "RandomUniformLike", "RandomUniform",
+                 "RandomNormal", "Multinomial", "CumSum", "Greater", "Less", "Equal", "And", "Or", "Not", "Elu",
+                 "ReduceMax"}
 
 
 def shape(pred_len: int = 24, seq_len: int = 48, channels: int = 3, label_len: int = 24) -> DataShape:
