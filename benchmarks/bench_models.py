@@ -149,3 +149,45 @@ def test_block_latency(benchmark, kind: str, impl: str) -> None:
         torch.set_num_threads(before)
     assert float((got - want).abs().max()) <= 1e-4
     benchmark.extra_info.update({"batch": BATCH, "threads": THREADS, "impl": impl})
+
+
+# --- models part B: DLinear's moving average and PatchTST's patching against their usual formulation -------
+
+
+def _moving_average_reference_style(x: torch.Tensor, kernel: int = 25) -> torch.Tensor:
+    # edge values repeated at both ends, then average pooling over time
+    half = (kernel - 1) // 2
+    padded = torch.cat([x[:, :1].repeat(1, half, 1), x, x[:, -1:].repeat(1, half, 1)], dim=1)
+    return torch.nn.functional.avg_pool1d(padded.transpose(1, 2), kernel, stride=1).transpose(1, 2)
+
+
+def _patching_reference_style(x: torch.Tensor, patch_len: int = 16, stride: int = 8) -> torch.Tensor:
+    # replication padding of `stride` steps at the end, then overlapping windows by unfold
+    padded = torch.nn.functional.pad(x[:, None], (0, stride), mode="replicate")[:, 0]
+    return padded.unfold(-1, patch_len, stride)
+
+
+@pytest.mark.parametrize("impl", ["ours", "reference_style"])
+@pytest.mark.parametrize("kind", ["moving_average", "patching"])
+def test_part_b_block_latency(benchmark, kind: str, impl: str) -> None:
+    from plugins.models.layers.decomposition import MovingAverage
+    from plugins.models.layers.patching import Patcher
+
+    g = torch.Generator().manual_seed(1)
+    if kind == "moving_average":  # DLinear at ETTh1: [B, 96, 7], kernel 25
+        x = torch.randn(BATCH, 96, 7, generator=g)
+        ours, reference = MovingAverage(25), _moving_average_reference_style
+    else:  # PatchTST at ETTh1: B*7 series of 96 steps, 12 patches of 16
+        x = torch.randn(BATCH * 7, 96, generator=g)
+        ours, reference = Patcher(96, 16, 8, 8), _patching_reference_style
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        with torch.inference_mode():
+            want = reference(x)
+            fn = (lambda: reference(x)) if impl == "reference_style" else (lambda: ours(x))
+            got = benchmark.pedantic(fn, rounds=20, warmup_rounds=2, iterations=1)
+    finally:
+        torch.set_num_threads(before)
+    assert float((got - want).abs().max()) <= 1e-4
+    benchmark.extra_info.update({"batch": BATCH, "threads": THREADS, "impl": impl})
