@@ -159,17 +159,23 @@ def _group_scores(probe: Any, names: dict[nn.Module, str]) -> list[tuple[str, to
     return scored
 
 
-def _global_ratios(scored: list[tuple[str, torch.Tensor]], ratio: float, cap: float) -> dict[str, float]:
-    """Per-group ratios from one global ranking of all channel scores, each capped at ``cap`` so no group is
-    ever emptied (the role Torch-Pruning's global mode plays, without its skipping of such groups)."""
-    if not scored:
-        return {}
+def _capped(ratio: float, cap: float, channels: int) -> float:
+    # Torch-Pruning keeps int(channels * (1 - ratio)) channels and skips a group that would keep none
+    return max(0.0, min(ratio, cap, (channels - 1) / channels - 1e-6))
+
+
+def _group_ratios(scored: list[tuple[str, torch.Tensor]], ratio: float, cap: float,
+                  ranking: str) -> dict[str, float]:
+    """Per-group ratios: the same for every group (``uniform``) or from one ranking of all channel scores
+    (``global``); each capped at ``cap`` and so that a group keeps at least one channel (per head)."""
+    if ranking == "uniform" or not scored:
+        return {name: _capped(ratio, cap, imp.numel()) for name, imp in scored}
     everything = torch.cat([imp for _, imp in scored])
     n_pruned = int(round(ratio * everything.numel()))
     if n_pruned <= 0:
         return {name: 0.0 for name, _ in scored}
     threshold = torch.kthvalue(everything, min(n_pruned, everything.numel())).values
-    return {name: min(float((imp <= threshold).float().mean()), cap) for name, imp in scored}
+    return {name: _capped(float((imp <= threshold).float().mean()), cap, imp.numel()) for name, imp in scored}
 
 
 def _next_ratio(trials: list[dict[str, float]], target: float, low: float, high: float) -> float:
@@ -271,7 +277,8 @@ class StructuredPruner:
             warnings.simplefilter("ignore")
             ratios = None
             if scores is not None:
-                ratios = {modules[n]: r for n, r in _global_ratios(scores, ratio, params.max_layer_ratio).items()}
+                ratios = {modules[n]: r for n, r in
+                          _group_ratios(scores, ratio, params.max_layer_ratio, params.scope).items()}
             pruner = self._pruner(tp, pruned, ratio, params, context, ignored, num_heads, heads, importance,
                                   ratios)
         for _ in range(params.iterative_steps):
@@ -350,8 +357,7 @@ class StructuredPruner:
             mods = dict(candidate.named_modules())
             return 1.0 - sum(_module_params(mods[n]) for n in prunable) / dense_prunable
 
-        global_channels = params.scope == "global" and params.attention == "head_dims"
-        scores = self._scores(model, params, context, ignored_names) if global_channels else None
+        scores = self._scores(model, params, context, ignored_names) if params.attention == "head_dims" else None
         best: tuple[float, float, nn.Module] | None = None  # (gap, ratio, model)
         low, high = 0.0, params.max_layer_ratio
         ratio = min(target_sparsity, high)
