@@ -44,7 +44,7 @@ class FullAttention(nn.Module):
         length, head_dim = queries.shape[1], queries.shape[3]
         scale = self.scale or 1.0 / math.sqrt(head_dim)
         q = queries.permute(0, 2, 1, 3)  # B H L E
-        k = keys.permute(0, 2, 3, 1)  # B H E S
+        k = keys.permute(0, 2, 1, 3).transpose(2, 3)  # B H E S (this spelling compiles with inductor)
         v = values.permute(0, 2, 1, 3)  # B H S D
         scores = torch.matmul(q, k) * scale
         if attn_mask is not None:
