@@ -19,9 +19,9 @@ from plugins.models.layers.decomp_encdec import (
     DecompDecoderLayer,
     DecompEncoder,
     DecompEncoderLayer,
+    FixedLengthDecomposition,
     SeasonalLayerNorm,
 )
-from plugins.models.layers.decomposition import SeriesDecomposition
 from plugins.models.layers.embedding import DataEmbedding
 from tsbench_core.data import DataShape
 
@@ -71,19 +71,20 @@ class DecompositionForecaster(nn.Module):
         take_label, mean_future = decoder_init_matrices(shape)
         self.register_buffer("take_label_t", take_label.t().contiguous(), persistent=False)
         self.register_buffer("mean_future_t", mean_future.t().contiguous(), persistent=False)
-        self.decomp = SeriesDecomposition(p.moving_avg)
+        self.decomp = FixedLengthDecomposition(p.moving_avg, shape.seq_len)
         self.enc_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
         self.dec_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
         self.encoder = DecompEncoder(
-            [DecompEncoderLayer(AttentionLayer(inner, p.d_model, p.n_heads), p.d_model, p.d_ff, p.moving_avg,
-                                p.dropout, p.activation)
+            [DecompEncoderLayer(AttentionLayer(inner, p.d_model, p.n_heads), p.d_model, p.d_ff, shape.seq_len,
+                                p.moving_avg, p.dropout, p.activation)
              for inner in encoder_attentions],
             norm=SeasonalLayerNorm(p.d_model),
         )
         self.decoder = DecompDecoder(
             [DecompDecoderLayer(AttentionLayer(self_inner, p.d_model, p.n_heads),
                                 AttentionLayer(cross_inner, p.d_model, p.n_heads),
-                                p.d_model, shape.c_out, p.d_ff, p.moving_avg, p.dropout, p.activation)
+                                p.d_model, shape.c_out, p.d_ff, shape.label_len + shape.pred_len, p.moving_avg,
+                                p.dropout, p.activation)
              for self_inner, cross_inner in decoder_attentions],
             norm=SeasonalLayerNorm(p.d_model),
             projection=nn.Linear(p.d_model, shape.c_out),

@@ -9,8 +9,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from plugins.models.layers.decomposition import SeriesDecomposition
+from plugins.models.layers.decomposition import moving_average_matrix
 from plugins.models.layers.encdec import FeedForward
+
+
+class FixedLengthDecomposition(nn.Module):
+    """Series decomposition (centred moving average with edge-repeat padding) of ``[B, length, C]`` series.
+
+    The same function as ``layers.decomposition.SeriesDecomposition``, for a length known when the model is
+    built: the averaging matrix is a (non-persistent) buffer, so every instance owns its constant — what
+    ``torch.compile`` needs in models with many decompositions — and the export is a ``MatMul`` with a constant
+    right operand.
+    """
+
+    def __init__(self, kernel_size: int, length: int) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"moving-average kernel size must be a positive odd number, got {kernel_size}")
+        matrix = torch.from_numpy(moving_average_matrix(length, kernel_size).T.copy())
+        self.register_buffer("average_t", matrix, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        trend = torch.matmul(x.transpose(1, 2), self.average_t).transpose(1, 2)
+        return x - trend, trend
 
 
 class SeasonalLayerNorm(nn.Module):
@@ -28,13 +49,13 @@ class SeasonalLayerNorm(nn.Module):
 class DecompEncoderLayer(nn.Module):
     """Attention and a bias-free feed-forward network, each followed by a series decomposition."""
 
-    def __init__(self, attention: nn.Module, d_model: int, d_ff: int, moving_avg: int = 25,
+    def __init__(self, attention: nn.Module, d_model: int, d_ff: int, length: int, moving_avg: int = 25,
                  dropout: float = 0.1, activation: str = "gelu") -> None:
         super().__init__()
         self.attention = attention
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias=False)
-        self.decomp1 = SeriesDecomposition(moving_avg)
-        self.decomp2 = SeriesDecomposition(moving_avg)
+        self.decomp1 = FixedLengthDecomposition(moving_avg, length)
+        self.decomp2 = FixedLengthDecomposition(moving_avg, length)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,14 +83,15 @@ class DecompDecoderLayer(nn.Module):
     parts are summed and projected to ``c_out`` channels by a circular kernel-3 convolution."""
 
     def __init__(self, self_attention: nn.Module, cross_attention: nn.Module, d_model: int, c_out: int,
-                 d_ff: int, moving_avg: int = 25, dropout: float = 0.1, activation: str = "gelu") -> None:
+                 d_ff: int, length: int, moving_avg: int = 25, dropout: float = 0.1,
+                 activation: str = "gelu") -> None:
         super().__init__()
         self.self_attention = self_attention
         self.cross_attention = cross_attention
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias=False)
-        self.decomp1 = SeriesDecomposition(moving_avg)
-        self.decomp2 = SeriesDecomposition(moving_avg)
-        self.decomp3 = SeriesDecomposition(moving_avg)
+        self.decomp1 = FixedLengthDecomposition(moving_avg, length)
+        self.decomp2 = FixedLengthDecomposition(moving_avg, length)
+        self.decomp3 = FixedLengthDecomposition(moving_avg, length)
         self.dropout = nn.Dropout(dropout)
         self.trend_projection = nn.Conv1d(d_model, c_out, kernel_size=3, padding=1, padding_mode="circular",
                                           bias=False)
