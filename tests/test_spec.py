@@ -85,3 +85,15 @@ def test_expansion_adds_dense_references_and_keys_are_stable(write_spec, registr
     pruned = next(c for c in cells if c.prune.pruner != DENSE)
     assert pruned.dense_key in {c.key for c in cells}
     assert pruned.prune.train.key == pruned.prune.dense.key
+
+
+def test_per_model_training_overrides_are_validated_and_applied(write_spec, registry):
+    spec = tiny_spec(models=[{"plugin": "dlinear", "training": {"lr": 0.005}}, {"plugin": "transformer"}])
+    loaded = load_spec(write_spec(spec), registry)
+    trainings = {c.prune.train.model: c.prune.train.training for c in expand(loaded, registry)}
+    assert trainings["dlinear"].lr == 0.005 and trainings["transformer"].lr == 0.001
+    assert trainings["dlinear"].epochs == trainings["transformer"].epochs == 1
+    bad = tiny_spec(models=[{"plugin": "dlinear", "training": {"lr": -1, "epoch": 3}}])
+    problems = problems_of(write_spec(bad, "bad.json"), registry)
+    assert "models[0].training.lr: Input should be greater than 0 (got -1)" in problems
+    assert "models[0].training.epoch: Extra inputs are not permitted (got 3)" in problems

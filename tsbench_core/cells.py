@@ -137,7 +137,8 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
         for pred_len in dataset.pred_len:
             for model in spec.models:
                 params = _params(registry, "model", model.plugin, model.params).model_dump(mode="json")
-                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training, spec.seed, spec.data_dir)
+                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), spec.seed,
+                                 spec.data_dir)
                 jobs = [PruneJob(train, DENSE, 0.0, {}, None)]
                 for entry in spec.pruning:
                     pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")

@@ -57,10 +57,12 @@ class DatasetEntry(StrictModel):
 
 
 class ModelEntry(StrictModel):
-    """A model plugin and its hyperparameters (window lengths and channel counts come from the dataset)."""
+    """A model plugin and its hyperparameters (window lengths and channel counts come from the dataset);
+    ``training`` overrides fields of the spec's training config for this model (e.g. its published lr)."""
 
     plugin: str
     params: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainingConfig(StrictModel):
@@ -154,6 +156,13 @@ class Spec(StrictModel):
     runtimes: list[RuntimeEntry] = Field(default_factory=lambda: [RuntimeEntry(plugin="torch-eager")])
     timing: TimingConfig = Field(default_factory=TimingConfig)
 
+    def training_for(self, entry: ModelEntry) -> TrainingConfig:
+        """The spec's training config with the model entry's overrides applied (checked by
+        ``validate_against``)."""
+        if not entry.training:
+            return self.training
+        return TrainingConfig.model_validate({**self.training.model_dump(), **entry.training})
+
 
 # --- loading and validation -----------------------------------------------------------------------------
 
@@ -234,6 +243,10 @@ def validate_against(spec: Spec, registry: Registry, source: str) -> None:
         check("dataset", entry.plugin, entry.params, f"datasets[{i}]", "plugin")
     for i, entry in enumerate(spec.models):
         check("model", entry.plugin, entry.params, f"models[{i}]", "plugin")
+        try:
+            spec.training_for(entry)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(exc, ("models", i, "training")))
     for i, entry in enumerate(spec.pruning):
         check("pruner", entry.pruner, entry.params, f"pruning[{i}]", "pruner")
     for i, entry in enumerate(spec.runtimes):
