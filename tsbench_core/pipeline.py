@@ -203,7 +203,7 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     row["started_at"] = time.time()
     try:
         artifact = pruned_artifact(ws, cell.prune)
-        row |= _model_columns(artifact)
+        row |= model_columns(artifact)
         splits = load_splits(ws, cell.prune.train)
         model = load_model(ws, cell.prune, artifact, splits)
         runtime = ws.plugins().records["runtime"][cell.runtime].plugin
@@ -221,7 +221,7 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     return row
 
 
-def _model_columns(artifact: Artifact) -> dict[str, Any]:
+def model_columns(artifact: Artifact) -> dict[str, Any]:
     acc = artifact.meta["accounting"]
     metrics = artifact.meta["metrics"]
     info = artifact.meta.get("prune_info") or {}

@@ -189,9 +189,11 @@ def _benchmark_cell(state: _SpecState, cell: Any, benchmark: Any) -> None:
 
 def _describe(benchmark: Any, cell: Any, meta: dict[str, Any], threads: int, max_err: float) -> None:
     """Group and extra_info of a cell's benchmark: enough for `tsbench report` to match it with the store."""
+    from tsbench_core.pipeline import model_columns
+    from tsbench_core.steps.artifacts import Artifact
+
     train = cell.prune.train
-    accounting = meta.get("accounting") or {}
-    metrics = meta.get("metrics") or {}
+    columns = model_columns(Artifact(cell.prune.key, Path(), meta))
     benchmark.group = f"{train.dataset.plugin} H{train.pred_len} {train.model} {cell.runtime} bs{cell.batch_size}"
     benchmark.extra_info.update({
         "tsbench_spec": cell.spec_name,
@@ -202,9 +204,9 @@ def _describe(benchmark: Any, cell: Any, meta: dict[str, Any], threads: int, max
         "model": train.model,
         "pruner": cell.prune.pruner,
         "target_sparsity": cell.prune.sparsity,
-        "achieved_sparsity": accounting.get("sparsity_prunable"),
-        "macs_effective": accounting.get("macs_effective"),
-        "mse": metrics.get("mse"),
+        "achieved_sparsity": columns["achieved_sparsity"],
+        "macs_effective": columns["macs_effective"],
+        "mse": columns["mse"],
         "runtime": cell.runtime,
         "batch_size": cell.batch_size,
         "threads": threads,

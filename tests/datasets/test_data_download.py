@@ -85,7 +85,8 @@ def test_unknown_digest_is_accepted(source: Path, isolated_cache: Path) -> None:
     assert files.locate("tiny.csv", [], remote).read_text() == CONTENT
 
 
-def test_offline_gives_one_clear_error(tmp_path: Path, isolated_cache: Path) -> None:
+def test_offline_gives_one_clear_error(tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TSBENCH_DATA_DIR", raising=False)  # the Makefile sets it; this test lists the folders
     remote = RemoteFile("ETTx.csv", (f"http://127.0.0.1:{closed_port()}/ETTx.csv",))
     with pytest.raises(DataError) as info:
         files.locate("ETTx.csv", files.search_dirs(tmp_path), remote)
