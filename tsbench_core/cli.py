@@ -22,7 +22,10 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # logs and pipes: do not squeeze the results table into 80 columns
+        console.width = max(console.width, 180)
+    return console
 
 
 def _registry() -> Any:
