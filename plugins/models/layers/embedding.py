@@ -12,8 +12,7 @@ import math
 import torch
 from torch import nn
 
-# number of normalised time features per frequency code (embed="timeF")
-TIMEF_DIMS = {"h": 4, "t": 5, "s": 6, "m": 1, "a": 1, "w": 2, "d": 3, "b": 3}
+from tsbench_core.embedding_dims import TIMEF_DIMS
 
 
 def sinusoid_table(length: int, d_model: int) -> torch.Tensor:
