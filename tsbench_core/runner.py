@@ -14,7 +14,7 @@ from tsbench_core.pipeline import Workspace
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.spec import Spec
-from tsbench_core.store import STATUS_FAILED, STATUS_SKIPPED, Store
+from tsbench_core.store import DEFAULT_STORE, STATUS_FAILED, STATUS_SKIPPED, Store
 
 
 class Executor(Protocol):
@@ -62,9 +62,7 @@ def run(
     ``only`` restricts the run to cells whose attributes take the given values (see ``cells.select``)."""
     registry = registry or load_plugins()
     owned = not isinstance(store, Store)
-    db = Store(store) if owned else store  # type: ignore[arg-type]
-    if owned and store is None:
-        db = Store()
+    db = Store(store or DEFAULT_STORE) if owned else store
     progress = progress or NullProgress()
     try:
         cells, todo = plan(spec, db, registry, force=force, only=only)

@@ -8,7 +8,6 @@ and every plugin's own params (``validate_against``). All problems are collected
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -289,6 +288,3 @@ def spec_json_schema(registry: Registry) -> dict[str, Any]:
         schema["$defs"][definition]["properties"][field_name]["enum"] = sorted(registry.records[kind])
     return schema
 
-
-def is_finite_number(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
