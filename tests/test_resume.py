@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -71,3 +72,14 @@ def test_failed_cells_are_stored_and_retried_while_ok_cells_are_kept(write_spec,
         assert failed.failed >= 1
         assert any("loss became" in error for _, error in failed.failures)
         assert len(store.rows("partly-failing")) == 8
+
+
+def test_public_run_uses_the_default_store_and_resumes(tmp_path, monkeypatch, registry):
+    from tsbench_core import run
+    from tsbench_core.spec import parse_spec
+
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec(json.dumps(tiny_spec(name="default-store")), "spec.json")
+    assert run(spec, registry=registry).statuses == {"ok": 2}
+    assert (tmp_path / "tsbench-results" / "results.db").is_file()
+    assert run(spec, registry=registry).cached == 2
