@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from plugins.datasets import files
 from plugins.datasets import timefeatures as tf
@@ -19,7 +19,7 @@ class CsvParams(DatasetParams):
     path: str = Field(description="The CSV file: absolute, or relative to the data folders / working directory")
     date_column: str = Field("date", description="Column holding the timestamps")
     columns: list[str] | None = Field(None, description="Value columns to use (default: all but the date)")
-    freq: str = Field("h", description="Time-feature frequency code: s, t, h, d, b, w, m")
+    freq: tf.Freq = Field("h", description="Time-feature frequency code: s, t, h, d, b, w, m")
     borders: tuple[int, int, int] | None = Field(
         None, description="End rows (exclusive) of train, val and test; default: the 70/10/20 protocol"
     )
@@ -30,14 +30,6 @@ class CsvParams(DatasetParams):
     url: str | None = Field(None, description="Download the file from here into the cache when it is missing")
     sha256: str | None = Field(None, description="Expected SHA-256 of the file (checked when given)")
 
-    @field_validator("freq")
-    @classmethod
-    def _freq(cls, value: str) -> str:
-        try:
-            tf.freq_code(value)
-        except DataError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @model_validator(mode="after")
     def _ratios(self) -> CsvParams:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from plugins.datasets import files
 from plugins.datasets import timefeatures as tf
@@ -80,19 +80,10 @@ class FileDatasetParams(DatasetParams):
 
     data_dir: str | None = Field(None, description="Folder holding the file (searched before --data-dir)")
     fill: FillPolicy = Field("error", description="Missing/infinite values: error, ffill, interpolate, zero")
-    freq: str | None = Field(None, description="Time-feature frequency code (default: the dataset's own)")
+    freq: tf.Freq | None = Field(None, description="Time-feature frequency code (default: the dataset's own)")
     download: bool = Field(True, description="Download the file into the cache when it is not found")
     verify: bool = Field(True, description="Refuse a file whose SHA-256 differs from the known digest")
 
-    @field_validator("freq")
-    @classmethod
-    def _freq(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                tf.freq_code(value)
-            except DataError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 def ett_borders(protocol: Protocol) -> Borders:

@@ -12,7 +12,6 @@ from pydantic import BaseModel, Field, field_validator
 from plugins.datasets import timefeatures as tf
 from plugins.datasets.splits import Borders, DatasetParams, Table, build_splits
 from tsbench_core.data import DatasetSplits, Windows
-from tsbench_core.errors import DataError
 
 _UNIT = {"s": "s", "t": "min", "h": "h", "d": "D", "b": "B", "w": "W", "m": "MS"}
 
@@ -32,7 +31,7 @@ class SyntheticParams(DatasetParams):
     noise: float = Field(0.1, ge=0, description="Standard deviation of the Gaussian noise")
     trend: float = Field(1.0, ge=0, description="Typical size of each variable's drift over the series")
     seed: int = Field(0, description="Seed of the generator: the same params give the same series")
-    freq: str = Field("h", description="Sampling frequency: h, t (15 min), d... or a pandas alias ('10min')")
+    freq: tf.Freq = Field("h", description="Sampling frequency: h, t (15 min), d... or a pandas alias ('10min')")
     start: str = Field("2016-07-01", description="Timestamp of the first step")
 
     @field_validator("periods")
@@ -42,14 +41,6 @@ class SyntheticParams(DatasetParams):
             raise ValueError("every period must be greater than 1 step")
         return value
 
-    @field_validator("freq")
-    @classmethod
-    def _freq(cls, value: str) -> str:
-        try:
-            tf.freq_code(value)
-        except DataError as exc:
-            raise ValueError(str(exc)) from None
-        return value
 
     @field_validator("start")
     @classmethod

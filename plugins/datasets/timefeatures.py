@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator
 
 from tsbench_core.errors import DataError
 
@@ -65,6 +67,18 @@ def freq_code(freq: str) -> str:
             "(seconds, minutes, hours, days, business days, weeks, months) or a pandas alias like '15min'"
         )
     return code
+
+
+def _valid_freq(value: str) -> str:
+    try:
+        freq_code(value)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# A params field holding a frequency code or pandas alias, rejected at validation time when unknown.
+Freq = Annotated[str, AfterValidator(_valid_freq)]
 
 
 def n_timef(freq: str) -> int:

@@ -17,12 +17,12 @@ from plugins.models.layers.autocorrelation import AutoCorrelation
 from plugins.models.layers.decomp_encdec import (
     DecompDecoder,
     DecompDecoderLayer,
-    DecompEncoder,
     DecompEncoderLayer,
     FixedLengthDecomposition,
     SeasonalLayerNorm,
 )
 from plugins.models.layers.embedding import DataEmbedding
+from plugins.models.layers.series_encoder import Encoder
 from tsbench_core.data import DataShape
 
 
@@ -74,7 +74,7 @@ class DecompositionForecaster(nn.Module):
         self.decomp = FixedLengthDecomposition(p.moving_avg, shape.seq_len)
         self.enc_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
         self.dec_embedding = DataEmbedding(shape.enc_in, p.d_model, p.embed, shape.freq, p.dropout, with_position)
-        self.encoder = DecompEncoder(
+        self.encoder = Encoder(
             [DecompEncoderLayer(AttentionLayer(inner, p.d_model, p.n_heads), p.d_model, p.d_ff, shape.seq_len,
                                 p.moving_avg, p.dropout, p.activation)
              for inner in encoder_attentions],

@@ -64,20 +64,6 @@ class DecompEncoderLayer(nn.Module):
         return x
 
 
-class DecompEncoder(nn.Module):
-    """A stack of decomposition encoder layers and a seasonal LayerNorm."""
-
-    def __init__(self, layers: list[nn.Module], norm: nn.Module | None = None) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.norm = norm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return self.norm(x) if self.norm is not None else x
-
-
 class DecompDecoderLayer(nn.Module):
     """Self-attention, cross-attention and feed-forward, each followed by a decomposition; the three trend
     parts are summed and projected to ``c_out`` channels by a circular kernel-3 convolution."""
