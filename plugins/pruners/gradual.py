@@ -27,7 +27,7 @@ from plugins.pruners.scoring import masks_from_scores
 from plugins.pruners.selection import (
     SelectionParams,
     bake,
-    check_patterns,
+    check_selection,
     check_target,
     select_weights,
     sparsity_report,
@@ -179,8 +179,9 @@ class GradualMagnitudePruner:
         return model
 
     def validate_for_model(self, model: nn.Module, params: Any) -> None:
-        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``."""
-        check_patterns(model, params)
+        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model`` or nothing
+        is left to prune."""
+        check_selection(model, params)
 
 
 PLUGINS = (GradualMagnitudePruner(),)

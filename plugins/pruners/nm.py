@@ -13,12 +13,12 @@ from torch import nn
 from plugins.pruners.selection import (
     SelectionParams,
     bake,
-    check_patterns,
+    check_selection,
     check_target,
     select_weights,
     sparsity_report,
 )
-from tsbench_core.errors import CellError
+from tsbench_core.errors import CellError, UserError
 from tsbench_core.protocols import PruneContext, PruneResult
 
 
@@ -66,15 +66,12 @@ class NMPruner:
         self, model: nn.Module, target_sparsity: float, params: Any, context: PruneContext
     ) -> PruneResult:
         check_target(target_sparsity)
+        try:
+            self.validate_target(target_sparsity, params)
+        except UserError as exc:
+            raise CellError(str(exc)) from exc
         m = params.m
         n = params.n if params.n is not None else round(m * (1.0 - target_sparsity))
-        if not 1 <= n < m:
-            raise CellError(f"target sparsity {target_sparsity} leaves {n} of every {m} weights; "
-                            f"N:M pruning needs 1 <= n < m")
-        pattern_sparsity = 1.0 - n / m
-        if params.n is not None and abs(pattern_sparsity - target_sparsity) > 1e-3:
-            raise CellError(f"pruner nm with n={n}, m={m} gives sparsity {pattern_sparsity:g}, not the target "
-                            f"{target_sparsity:g}: set the sparsities to [{pattern_sparsity:g}] or n to null")
         weights = select_weights(model, params)
         skipped = [name for name, w in weights.items() if w.shape[-1] % m]
         weights = {name: w for name, w in weights.items() if name not in skipped}
@@ -90,8 +87,25 @@ class NMPruner:
         return model
 
     def validate_for_model(self, model: nn.Module, params: Any) -> None:
-        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``."""
-        check_patterns(model, params)
+        """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model`` or no
+        selected Linear layer has an input size divisible by ``m``."""
+        weights = check_selection(model, params)
+        if all(w.shape[-1] % params.m for w in weights.values()):
+            raise UserError(f"pruner nm: no selected Linear layer of {type(model).__name__} has an input size "
+                            f"divisible by m={params.m}; choose another m or other layers")
+
+    def validate_target(self, target_sparsity: float, params: Any) -> None:
+        """Raise ``UserError`` when ``target_sparsity`` does not fit the N:M pattern of ``params``."""
+        check_target(target_sparsity)
+        m = params.m
+        n = params.n if params.n is not None else round(m * (1.0 - target_sparsity))
+        if not 1 <= n < m:
+            raise UserError(f"target sparsity {target_sparsity} leaves {n} of every {m} weights; "
+                            f"N:M pruning needs 1 <= n < m")
+        pattern_sparsity = 1.0 - n / m
+        if params.n is not None and abs(pattern_sparsity - target_sparsity) > 1e-3:
+            raise UserError(f"pruner nm with n={n}, m={m} gives sparsity {pattern_sparsity:g}, not the target "
+                            f"{target_sparsity:g}: set the sparsities to [{pattern_sparsity:g}] or n to null")
 
 
 PLUGINS = (NMPruner(),)

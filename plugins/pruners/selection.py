@@ -82,6 +82,16 @@ def check_patterns(model: nn.Module, params: SelectionParams) -> None:
             )
 
 
+def check_selection(model: nn.Module, params: SelectionParams) -> dict[str, nn.Parameter]:
+    """``check_patterns``, then that something is left to prune: the selected weights, or a ``UserError``
+    (for ``validate_for_model``; works on a model built on the meta device)."""
+    check_patterns(model, params)
+    try:
+        return select_weights(model, params)
+    except CellError as exc:
+        raise UserError(str(exc)) from exc
+
+
 def select_weights(model: nn.Module, params: SelectionParams) -> dict[str, nn.Parameter]:
     """Parameter name -> weight of every selected module, in ``named_modules`` order.
 

@@ -11,7 +11,9 @@ Torch-Pruning's channel ratio reaches it within ``tolerance`` or the result repo
 Attention is head-aware: query/key/value projections are declared with their head counts, so head-dimension
 pruning removes the same dimensions from every head (and whole-head pruning removes the same heads from q, k
 and v); the attention modules' ``n_heads`` and softmax ``scale`` are updated so the model computes with its
-new widths (the scale keeps the dense model's ``1/sqrt(head_dim)``).
+new widths (the scale keeps the dense model's ``1/sqrt(head_dim)``). FEDformer's Fourier blocks, whose
+spectral weights DepGraph cannot prune, lose input head dimensions through ``fourier_groups``; their scores
+join the global ranking.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from plugins.pruners import fourier_groups as fourier
 from plugins.pruners.selection import DEFAULT_OUTPUT_PATTERNS, _matches, check_target
 from tsbench_core.errors import CellError, UserError
 from tsbench_core.protocols import Availability, PluginParams, PruneContext, PruneResult
@@ -211,12 +214,14 @@ class StructuredPruner:
         exclude = DEFAULT_OUTPUT_PATTERNS if params.exclude is None else params.exclude
         names = {m: n for n, m in model.named_modules()}
         try:
-            self.validate_for_model(model, params)
+            self._check_patterns(model, params)
         except UserError as exc:
             raise CellError(str(exc)) from exc
+        prunable: set[str] = set()
+        for group in self._fourier(model, params):
+            prunable.update(group.member_names())
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, verbose=False)
         ignored: list[nn.Module] = []
-        prunable: set[str] = set()
         classified: set[nn.Module] = set()
         for module in model.modules():
             if not isinstance(module, nn.Linear | nn.Conv1d) or module in classified:
@@ -238,6 +243,12 @@ class StructuredPruner:
                 prunable.update(names[m] for m in producers | consumers)
         return ignored, prunable
 
+    @staticmethod
+    def _fourier(model: nn.Module, params: StructuredParams) -> list[fourier.FourierGroup]:
+        """Fourier-block groups whose projections no ``exclude`` pattern protects."""
+        exclude = DEFAULT_OUTPUT_PATTERNS if params.exclude is None else params.exclude
+        return [g for g in fourier.fourier_groups(model) if not any(_matches(n, exclude) for n, _ in g.projections)]
+
     def _scores(self, model: nn.Module, params: StructuredParams, context: PruneContext,
                 ignored_names: list[str]) -> list[tuple[str, torch.Tensor]]:
         """Channel scores of the dense model, computed once for the global ranking of every trial."""
@@ -252,7 +263,9 @@ class StructuredPruner:
             warnings.simplefilter("ignore")
             probe = self._pruner(tp, probe_model, 0.5, params, context, [modules[n] for n in ignored_names],
                                  num_heads, False, self._importance(tp, params))
-            return _group_scores(probe, {m: n for n, m in modules.items()})
+            scored = _group_scores(probe, {m: n for n, m in modules.items()})
+        taylor = params.importance == "taylor"
+        return scored + [(g.key, fourier.group_scores(g, taylor)) for g in self._fourier(probe_model, params)]
 
     @staticmethod
     def _importance(tp: Any, params: StructuredParams) -> Any:
@@ -276,15 +289,23 @@ class StructuredPruner:
         with warnings.catch_warnings():  # unwrapped parameters (routers, positions) sit in ignored groups
             warnings.simplefilter("ignore")
             ratios = None
+            fourier_groups = self._fourier(pruned, params)
+            fourier_ratios = {g.key: _capped(ratio, params.max_layer_ratio, g.head_dim) for g in fourier_groups}
             if scores is not None:
-                ratios = {modules[n]: r for n, r in
-                          _group_ratios(scores, ratio, params.max_layer_ratio, params.scope).items()}
+                ratios = {}
+                for n, r in _group_ratios(scores, ratio, params.max_layer_ratio, params.scope).items():
+                    if n in fourier_ratios:
+                        fourier_ratios[n] = r
+                    else:
+                        ratios[modules[n]] = r
             pruner = self._pruner(tp, pruned, ratio, params, context, ignored, num_heads, heads, importance,
                                   ratios)
         for _ in range(params.iterative_steps):
             if params.importance == "taylor":
                 self._taylor_gradients(pruned, params, context)
             pruner.step()
+        for group in fourier_groups:  # untouched by Torch-Pruning; Taylor gradients of the last step still hold
+            fourier.prune_group(group, fourier_ratios[group.key], params.round_to, params.importance == "taylor")
         pruned.zero_grad(set_to_none=True)
         for _, layer, projections in attention:
             layer.n_heads = pruner.num_heads.get(projections[0], layer.n_heads)
@@ -326,21 +347,46 @@ class StructuredPruner:
 
     # --- the plugin API ----------------------------------------------------------------------------------
 
-    def validate_for_model(self, model: nn.Module, params: Any) -> None:
-        """Raise ``UserError`` when an ``exclude`` pattern matches no module of ``model``."""
+    @staticmethod
+    def _check_patterns(model: nn.Module, params: Any) -> None:
         names = [n for n, _ in model.named_modules() if n]
         for pattern in params.exclude or []:
             if not any(_matches(n, [pattern]) for n in names):
                 raise UserError(f"structured pruner params field 'exclude': pattern {pattern!r} matches no "
                                 f"module of {type(model).__name__} (names look like {', '.join(names[:6])}, ...)")
 
-    def prune(self, model: nn.Module, target_sparsity: float, params: Any, context: PruneContext) -> PruneResult:
+    def validate_for_model(self, model: nn.Module, params: Any,
+                           example_inputs: tuple[torch.Tensor, ...] | None = None) -> None:
+        """Raise ``UserError`` when an ``exclude`` pattern matches no module of ``model``, or (given
+        ``example_inputs``, which may live on the meta device with the model) when the model has no inner
+        channel group to prune. A model with an attention layer or a Fourier block that ``exclude`` leaves
+        alone has prunable head dimensions; any other is traced (DepGraph) to find out."""
+        self._check_patterns(model, params)
+        if example_inputs is None:
+            return
+        exclude = DEFAULT_OUTPUT_PATTERNS if params.exclude is None else params.exclude
+        names = {m: n for n, m in model.named_modules()}
+        if self._fourier(model, params) or any(not _matches(names[projections[0]], exclude)
+                                               for _, _, projections in _attention_layers(model)):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, prunable = self._plan(model, params, example_inputs)
+        if not prunable:
+            raise UserError(f"structured pruning finds no inner channel group in {type(model).__name__}: its "
+                            f"layers are all tied to the model width or the forecast; use an unstructured pruner")
+
+    def validate_target(self, target_sparsity: float, params: Any) -> None:
+        """Raise ``UserError`` for a target outside [0, 1) or one that would empty every layer."""
         check_target(target_sparsity)
         if params.scope == "uniform" and target_sparsity > params.max_layer_ratio:
             raise UserError(
                 f"structured pruning with scope 'uniform' at {target_sparsity:g} would remove more than "
                 f"max_layer_ratio={params.max_layer_ratio:g} of every layer's channels (at 1, every channel); "
                 f"lower the target or raise max_layer_ratio below 1")
+
+    def prune(self, model: nn.Module, target_sparsity: float, params: Any, context: PruneContext) -> PruneResult:
+        self.validate_target(target_sparsity, params)
         model.eval()
         before_attrs = _attr_snapshot(model)
         ignored, prunable = self._plan(model, params, context.example_inputs)

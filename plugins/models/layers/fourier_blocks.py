@@ -43,7 +43,25 @@ def complex_channel_mix(re: torch.Tensor, im: torch.Tensor, w_re: torch.Tensor, 
 
 
 class _SpectralBase(DeployFormMixin, nn.Module):
-    """Selected-mode analysis and synthesis, by FFT (training form) or DFT matrices (deploy form)."""
+    """Selected-mode analysis and synthesis, by FFT (training form) or DFT matrices (deploy form).
+
+    ``weights1``/``weights2`` are ``[H, E, O, M]``: the input head dimension ``E`` is shared with the output
+    channels of the ``AttentionLayer`` projections named in ``coupled_projections`` (what a structured pruner
+    may shrink together, see ``keep_input_dims``); the output dimension ``O`` is tied to the out-projection
+    through the reference's ``[B, H, O, L] -> [B, L, H*O]`` reshape and is never pruned.
+    """
+
+    coupled_projections: tuple[str, ...] = ("query_projection",)
+    weights1: nn.Parameter
+    weights2: nn.Parameter
+
+    @torch.no_grad()
+    def keep_input_dims(self, dims: torch.Tensor) -> None:
+        """Keep only the input head dimensions ``dims`` (the same in every head) of the spectral weights."""
+        for attr in ("weights1", "weights2"):
+            old = getattr(self, attr)
+            kept = old.detach().index_select(1, dims.to(old.device)).clone()
+            setattr(self, attr, nn.Parameter(kept, requires_grad=old.requires_grad))
 
     def _spectrum(self, x: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Real and imaginary parts of ``rfft(x)`` at the bins ``index`` (last axis)."""
@@ -95,7 +113,11 @@ class FourierBlock(_SpectralBase):
 
 class FourierCrossAttention(_SpectralBase):
     """FEA-f: attention between the selected modes of queries and keys (complex tanh-activated scores,
-    tanh applied to real and imaginary parts as the reference does), a learned complex map, back to time."""
+    tanh applied to real and imaginary parts as the reference does), a learned complex map, back to time.
+    Queries and keys meet in the scores dimension by dimension, so both projections share the input head
+    dimensions of the weights (values are not used, as in the reference)."""
+
+    coupled_projections = ("query_projection", "key_projection")
 
     def __init__(self, d_model: int, n_heads: int, query_len: int, key_len: int, modes: int = 32,
                  mode_select: ModeSelect = "random", generator: torch.Generator | None = None) -> None:

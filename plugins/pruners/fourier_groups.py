@@ -1,0 +1,128 @@
+"""Head-dimension pruning of FEDformer's Fourier blocks, next to Torch-Pruning's DepGraph.
+
+A Fourier block reads its inputs per head, ``[B, H, E, L]``, mixes the ``E`` input dimensions of each head
+and mode with its complex weights ``[H, E, O, M]`` (``weights1``/``weights2`` hold real and imaginary parts)
+and returns ``[B, H, O, L]``. The input dimension ``e`` of head ``h`` is one channel shared by the layers
+the block declares in ``coupled_projections`` (the query projection; for the cross-attention also the key
+projection, whose dimensions meet the query's in the scores) and by ``weights*[h, e]``. Removing the same
+``e`` from every head of all of them is exact structured pruning: the block computes with fewer input
+dimensions, nothing else changes.
+
+The output dimension ``O`` is not prunable: like the reference, ``AttentionLayer`` reads the ``[B, H, O, L]``
+block output as ``[B, L, H*O]``, which interleaves time and channels, so an output dimension is not a set of
+out-projection inputs. For the same reason whole heads are never removed from a Fourier block.
+
+DepGraph sees these layers coupled with free parameters and leaves them alone (``structured._plan`` puts
+them among the ignored layers); this module scores and slices them, and ``structured`` ranks their scores
+together with Torch-Pruning's groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from plugins.models.layers.fourier_blocks import FourierBlock, FourierCrossAttention
+
+
+@dataclass
+class FourierGroup:
+    """One attention layer around a Fourier block: its prunable input head dimensions."""
+
+    name: str  # the attention layer
+    layer: nn.Module
+    block: FourierBlock | FourierCrossAttention
+    projections: list[tuple[str, nn.Linear]]  # (module name, layer) whose output channels are head dims
+
+    @property
+    def key(self) -> str:
+        """Name the group is ranked under (its query projection)."""
+        return self.projections[0][0]
+
+    @property
+    def heads(self) -> int:
+        return int(self.layer.n_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.block.weights1.shape[1])
+
+    def member_names(self) -> list[str]:
+        """Modules whose own parameters shrink (for the reduction bookkeeping)."""
+        block_name = f"{self.name}.inner_attention" if self.name else "inner_attention"
+        return [n for n, _ in self.projections] + [block_name]
+
+
+def fourier_groups(model: nn.Module) -> list[FourierGroup]:
+    """Every attention layer of ``model`` whose inner attention is a Fourier block."""
+    groups = []
+    for name, module in model.named_modules():
+        block = getattr(module, "inner_attention", None)
+        if not isinstance(block, FourierBlock | FourierCrossAttention):
+            continue
+        prefix = f"{name}." if name else ""
+        projections = [(prefix + attr, getattr(module, attr)) for attr in block.coupled_projections]
+        groups.append(FourierGroup(name, module, block, projections))
+    return groups
+
+
+def _local(weight: torch.Tensor, grad: torch.Tensor | None, taylor: bool) -> torch.Tensor:
+    """Per-output-row importance, as Torch-Pruning's group importances compute it (bias not counted)."""
+    w = weight.detach().float()
+    if taylor:
+        if grad is None:
+            return torch.zeros(w.shape[0])
+        values = (w * grad.detach().float()).abs()
+    else:
+        values = w.pow(2)
+    return values.reshape(w.shape[0], -1).sum(1)
+
+
+def group_scores(group: FourierGroup, taylor: bool = False) -> torch.Tensor:
+    """Importance of each head dimension ``[E]``: mean over the group's members, mean over heads, normalised
+    by its mean (Torch-Pruning's ``group_reduction="mean"``, ``normalizer="mean"``)."""
+    heads, dim = group.heads, group.head_dim
+    members = [_local(p.weight, p.weight.grad, taylor).view(heads, dim) for _, p in group.projections]
+    for w in (group.block.weights1, group.block.weights2):
+        members.append(_local(w.reshape(heads * dim, -1), None if w.grad is None else
+                              w.grad.reshape(heads * dim, -1), taylor).view(heads, dim))
+    imp = torch.stack(members).mean(0).mean(0)
+    mean = imp.mean()
+    return imp / mean if mean > 0 else imp
+
+
+def kept_dims(dim: int, heads: int, ratio: float, round_to: int | None) -> int:
+    """Head dimensions kept at ``ratio``: at least one; ``heads * kept`` a multiple of ``round_to`` when it
+    can be."""
+    keep = max(1, dim - int(dim * ratio))
+    if round_to:
+        step = round_to // torch.gcd(torch.tensor(round_to), torch.tensor(heads)).item()
+        rounded = max(step, (keep + step - 1) // step * step)  # round up, as Torch-Pruning does
+        keep = min(dim, rounded)
+    return keep
+
+
+def _slice_linear_out(linear: nn.Linear, rows: torch.Tensor) -> None:
+    linear.weight = nn.Parameter(linear.weight.detach()[rows].clone(), requires_grad=linear.weight.requires_grad)
+    if linear.bias is not None:
+        linear.bias = nn.Parameter(linear.bias.detach()[rows].clone(), requires_grad=linear.bias.requires_grad)
+    linear.out_features = int(rows.numel())
+
+
+@torch.no_grad()
+def prune_group(group: FourierGroup, ratio: float, round_to: int | None, taylor: bool = False) -> int:
+    """Remove the least important ``ratio`` of the head dimensions from every head of the group (the same
+    dimensions in each head); return the head dimensions left."""
+    heads, dim = group.heads, group.head_dim
+    keep = kept_dims(dim, heads, ratio, round_to)
+    if keep >= dim:
+        return dim
+    scores = group_scores(group, taylor)
+    dims = torch.sort(torch.topk(scores, keep).indices).values
+    rows = (torch.arange(heads)[:, None] * dim + dims[None, :]).reshape(-1)
+    for _, linear in group.projections:
+        _slice_linear_out(linear, rows)
+    group.block.keep_input_dims(dims)
+    return keep
