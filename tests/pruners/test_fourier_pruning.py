@@ -1,0 +1,137 @@
+"""Structured pruning of FEDformer's Fourier blocks: removing input head dimensions is exact (equals zeroing
+them in the dense model), the pruned model is physically smaller, its deploy form equals its training form,
+it exports (legacy exporter, opset 14) and it restores from its structure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from plugins.models.layers.fourier_blocks import FourierCrossAttention
+from plugins.pruners import fourier_groups as fourier
+from plugins.pruners.structured import StructuredPruner
+from tsbench_core.data import DataShape, example_inputs
+from tsbench_core.protocols import PruneContext
+
+pytest.importorskip("torch_pruning")
+
+SHAPE = DataShape(enc_in=3, dec_in=3, c_out=3, seq_len=32, label_len=16, pred_len=8)
+SMALL = {"d_model": 16, "n_heads": 2, "d_ff": 32, "e_layers": 1, "d_layers": 1, "modes": 4}
+PRUNER = StructuredPruner()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build(seed: int = 0) -> nn.Module:
+    from tsbench_core import build_model
+
+    torch.manual_seed(seed)
+    shape = {k: getattr(SHAPE, k) for k in ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len")}
+    return build_model("fedformer", **shape, **SMALL).eval()
+
+
+def _context() -> PruneContext:
+    def batches():
+        for seed in (1, 2):
+            yield (*example_inputs(SHAPE, 4, seed=seed), torch.randn(4, SHAPE.pred_len, SHAPE.c_out))
+
+    return PruneContext("fedformer", example_inputs(SHAPE, 2), batches, nn.functional.mse_loss, train=None)
+
+
+def _deploy(model: nn.Module, enabled: bool = True) -> None:
+    for module in model.modules():
+        if hasattr(module, "set_deploy_form"):
+            module.set_deploy_form(enabled)
+
+
+def test_groups_cover_every_fourier_block():
+    groups = fourier.fourier_groups(_build())
+    assert len(groups) == SMALL["e_layers"] + 2 * SMALL["d_layers"]
+    cross = [g for g in groups if isinstance(g.block, FourierCrossAttention)]
+    assert len(cross) == SMALL["d_layers"]
+    assert [n.rsplit(".", 1)[1] for n, _ in cross[0].projections] == ["query_projection", "key_projection"]
+    assert all(g.head_dim == SMALL["d_model"] // SMALL["n_heads"] for g in groups)
+
+
+@torch.no_grad()
+def test_removing_head_dims_equals_zeroing_them():
+    model = _build()
+    inputs = example_inputs(SHAPE, 2)
+    removed = torch.tensor([1, 4, 6])  # of 8 dims per head
+    for group in fourier.fourier_groups(model):
+        heads, dim = group.heads, group.head_dim
+        rows = (torch.arange(heads)[:, None] * dim + removed[None, :]).reshape(-1)
+        for _, linear in group.projections:
+            linear.weight[rows] = 0.0
+            linear.bias[rows] = 0.0
+        group.block.weights1[:, removed] = 0.0
+        group.block.weights2[:, removed] = 0.0
+    zeroed = model(*inputs)
+    dense_params = sum(p.numel() for p in model.parameters())
+    for group in fourier.fourier_groups(model):
+        assert fourier.prune_group(group, 3 / 8, round_to=None) == 5  # the zeroed dims score lowest
+    pruned = model(*inputs)
+    torch.testing.assert_close(pruned, zeroed, atol=1e-6, rtol=1e-5)
+    groups = fourier.fourier_groups(model)
+    # each group: 3 of 8 dims in each of 2 heads, from every projection (weight rows + biases) and the
+    # [H, E, O, M] spectral weights
+    per_group = [len(g.projections) * 6 * (SMALL["d_model"] + 1) + 2 * 2 * 3 * 8 * SMALL["modes"] for g in groups]
+    assert dense_params - sum(p.numel() for p in model.parameters()) == sum(per_group)
+    for group in groups:
+        assert group.block.weights1.shape == (2, 5, 8, SMALL["modes"])
+        assert all(linear.out_features == 10 for _, linear in group.projections)
+
+
+def test_kept_dims_round_to():
+    assert fourier.kept_dims(8, 2, 0.5, None) == 4
+    assert fourier.kept_dims(8, 2, 0.99, None) == 1
+    assert fourier.kept_dims(8, 2, 0.5, 8) == 4  # 2 heads x 4 = 8
+    assert fourier.kept_dims(8, 2, 0.6, 8) == 4  # rounded up to a multiple of 4 per head
+    assert fourier.kept_dims(8, 3, 0.5, 4) == 4  # 3 x 4 = 12, a multiple of 4
+
+
+@pytest.mark.parametrize("attention", ["head_dims", "heads"])
+def test_structured_fedformer_shrinks_fourier_blocks(attention, tmp_path):
+    model = _build()
+    context = _context()
+    result = PRUNER.prune(model, 0.5, PRUNER.params_model(attention=attention, tolerance=0.05), context)
+    pruned = result.model
+    groups = fourier.fourier_groups(pruned)
+    assert any(g.head_dim < 8 for g in groups)
+    for group in groups:
+        assert group.layer.n_heads == SMALL["n_heads"]  # whole heads never leave a Fourier block
+        assert group.block.weights1.shape[2] == 8  # output dims tied to the out-projection
+        for _, linear in group.projections:
+            assert linear.out_features == group.heads * group.head_dim
+    if attention == "head_dims":
+        assert abs(result.info["achieved_reduction"] - 0.5) <= 0.02, result.info["search"]
+    out = pruned(*context.example_inputs)
+    _deploy(pruned)
+    torch.testing.assert_close(pruned(*context.example_inputs), out, atol=1e-4, rtol=0)
+    from sparse_runtime.export import export_onnx
+
+    export_onnx(pruned, context.example_inputs, tmp_path / "fedformer.onnx", opset=14)
+    assert (tmp_path / "fedformer.onnx").stat().st_size > 0
+    fresh = PRUNER.restore(_build(seed=3), result.structure)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    _deploy(fresh, False)
+    torch.testing.assert_close(fresh.eval()(*context.example_inputs), out)
+
+
+def test_taylor_and_uniform_on_fedformer():
+    model = _build()
+    params = PRUNER.params_model(importance="taylor", scope="uniform", round_to=4, tolerance=0.1)
+    result = PRUNER.prune(model, 0.5, params, _context())
+    for group in fourier.fourier_groups(result.model):
+        assert (group.heads * group.head_dim) % 4 == 0
+        assert group.head_dim < 8
+    loss = result.model.train()(*_context().example_inputs).pow(2).mean()
+    loss.backward()
+    assert torch.isfinite(loss)
