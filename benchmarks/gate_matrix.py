@@ -181,6 +181,9 @@ def markdown(results: Sequence[dict[str, Any]], runtimes: Sequence[str] = RUNTIM
     ]
     notes = []
     for res in results:
+        if res.get("error"):
+            lines.append(f"| {res['model']} | all | **error**: {res['error'][:160].replace('|', '/')} | | "
+                         + " | ".join("-" for _ in runtimes) + " |")
         for variant, entry in res["variants"].items():
             if entry.get("status") in ("prune failed", "not applicable"):
                 lines.append(f"| {res['model']} | {variant} | **{entry['status']}**: "
@@ -200,7 +203,7 @@ def markdown(results: Sequence[dict[str, Any]], runtimes: Sequence[str] = RUNTIM
                     ops = ", ".join(f"{k} ×{v}" for k, v in cell["fallback_ops"].items())
                     notes.append(f"- {res['model']} {variant} on {runtime}: outside the engine: {ops}")
     inputs = sorted({r.get("inputs", "?") for r in results})
-    batch = sorted({r.get("batch_size") for r in results})
+    batch = sorted({r["batch_size"] for r in results if r.get("batch_size")})
     lines += ["", f"Gate: max abs error vs torch eager (training form, same weights) on two batches of "
               f"{', '.join(map(str, batch))} ({', '.join(inputs)}); tolerance 1e-3 + 1e-3·|ref|. 'ops' = "
               "DeepSparse fraction of supported ops. MACs: dense-kernel MACs for dense/structured, effective "
