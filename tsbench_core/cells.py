@@ -4,6 +4,11 @@ A cell is one stored row: dataset × horizon × model × (pruner, sparsity) × r
 (dataset, horizon, model) also gets a dense reference cell per runtime and batch size (``pruner="dense"``),
 which ``speedup_vs_dense`` compares against. Three keys chain the steps: ``train_key`` (dense training),
 ``prune_key`` (pruning + fine-tuning of that checkpoint) and ``cell_key`` (one runtime timing of it).
+
+A pruning entry with ``quantize`` gives cells that run the INT8 quantization of the same pruned weights: the
+weights (and their ``prune_key``) are shared with the fp32 cells, the quantize config enters the ``cell_key``
+only (cells without it keep the keys they always had), and their dense reference is the fp32 dense cell of the
+same runtime. Every distinct quantize config also gets a dense INT8 cell per runtime and batch size.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tsbench_core.registry import Registry
-from tsbench_core.spec import DatasetEntry, FineTuneConfig, Spec, TimingConfig, TrainingConfig
+from tsbench_core.spec import DatasetEntry, FineTuneConfig, QuantizeConfig, Spec, TimingConfig, TrainingConfig
 
 DENSE = "dense"
 
@@ -96,23 +101,30 @@ class Cell:
     runtime_params: dict[str, Any]
     batch_size: int
     timing: TimingConfig
+    quantize: QuantizeConfig | None = None
 
     @property
     def key(self) -> str:
-        return content_hash(
-            {
-                "spec": self.spec_name,
-                "prune": self.prune.key,
-                "runtime": self.runtime,
-                "runtime_params": self.runtime_params,
-                "batch_size": self.batch_size,
-                "timing": self.timing.model_dump(mode="json"),
-            }
-        )
+        payload = {
+            "spec": self.spec_name,
+            "prune": self.prune.key,
+            "runtime": self.runtime,
+            "runtime_params": self.runtime_params,
+            "batch_size": self.batch_size,
+            "timing": self.timing.model_dump(mode="json"),
+        }
+        if self.quantize is not None:
+            payload["quantize"] = self.quantize.model_dump(mode="json")
+        return content_hash(payload)
+
+    @property
+    def is_reference(self) -> bool:
+        """The fp32 dense cell, which other cells' speedups are measured against."""
+        return self.prune.pruner == DENSE and self.quantize is None
 
     @property
     def dense_key(self) -> str:
-        """Key of the dense reference cell on the same runtime and batch size."""
+        """Key of the dense fp32 reference cell on the same runtime and batch size."""
         return Cell(
             self.spec_name, self.spec_hash, self.prune.dense, self.runtime, self.runtime_params,
             self.batch_size, self.timing,
@@ -121,7 +133,8 @@ class Cell:
     def label(self) -> str:
         t = self.prune.train
         sparsity = "" if self.prune.pruner == DENSE else f"@{self.prune.sparsity:g}"
-        return (f"{t.dataset.plugin}/{t.pred_len} {t.model} {self.prune.pruner}{sparsity} "
+        quantized = " int8" if self.quantize is not None else ""
+        return (f"{t.dataset.plugin}/{t.pred_len} {t.model} {self.prune.pruner}{sparsity}{quantized} "
                 f"{self.runtime} bs{self.batch_size}")
 
 
@@ -139,22 +152,33 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                 params = _params(registry, "model", model.plugin, model.params).model_dump(mode="json")
                 train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), spec.seed,
                                  spec.data_dir)
-                jobs = [PruneJob(train, DENSE, 0.0, {}, None)]
+                dense = PruneJob(train, DENSE, 0.0, {}, None)
+                jobs: list[tuple[PruneJob, QuantizeConfig | None]] = [(dense, None)]
+                jobs += [(dense, q) for q in _distinct_quantize(spec)]
                 for entry in spec.pruning:
                     pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
                     jobs += [
-                        PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune)
+                        (PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune), entry.quantize)
                         for sparsity in entry.sparsity_list()
                     ]
-                for job in jobs:
+                for job, quantize in jobs:
                     for runtime in spec.runtimes:
                         rt_params = _params(registry, "runtime", runtime.plugin, runtime.params).model_dump(
                             mode="json"
                         )
                         for batch_size in spec.timing.batch_sizes:
                             cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
-                                              spec.timing))
+                                              spec.timing, quantize))
     return _unique(cells)
+
+
+def _distinct_quantize(spec: Spec) -> list[QuantizeConfig]:
+    """The distinct quantize configs of the pruning entries, in spec order (one dense INT8 cell each)."""
+    seen: dict[str, QuantizeConfig] = {}
+    for entry in spec.pruning:
+        if entry.quantize is not None:
+            seen.setdefault(entry.quantize.model_dump_json(), entry.quantize)
+    return list(seen.values())
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:
@@ -167,7 +191,7 @@ def _unique(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-SELECTABLE = ("dataset", "pred_len", "model", "pruner", "runtime", "batch_size")
+SELECTABLE = ("dataset", "pred_len", "model", "pruner", "runtime", "batch_size", "quantize")
 
 
 def cell_fields(cell: Cell) -> dict[str, str]:
@@ -180,6 +204,7 @@ def cell_fields(cell: Cell) -> dict[str, str]:
         "pruner": cell.prune.pruner,
         "runtime": cell.runtime,
         "batch_size": str(cell.batch_size),
+        "quantize": cell.quantize.method if cell.quantize is not None else "none",
     }
 
 

@@ -24,7 +24,7 @@ from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.protocols import time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.steps.artifacts import Artifact, find_artifact, load_weights, save_artifact
-from tsbench_core.steps.measure import measure
+from tsbench_core.steps.measure import measure, measure_quantized
 from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
 from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
@@ -192,7 +192,8 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "fine_tuned": int(cell.prune.fine_tune is not None),
         "runtime": cell.runtime,
         "batch_size": cell.batch_size,
-        "dense_cell_key": None if cell.prune.pruner == DENSE else cell.dense_key,
+        "quantize": cell.quantize.method if cell.quantize is not None else None,
+        "dense_cell_key": None if cell.is_reference else cell.dense_key,
         "host": socket.gethostname(),
     }
 
@@ -204,17 +205,25 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     try:
         artifact = pruned_artifact(ws, cell.prune)
         row |= model_columns(artifact)
+        if cell.quantize is not None:  # the fp32 figures are not this cell's: measured through the runtime below
+            row |= dict.fromkeys(("mse", "mae", "mse_original", "mae_original"))
         splits = load_splits(ws, cell.prune.train)
         model = load_model(ws, cell.prune, artifact, splits)
         runtime = ws.plugins().records["runtime"][cell.runtime].plugin
         workdir = ws.artifacts / "runtime" / cell.key
-        row |= measure(model, runtime, ws.params("runtime", cell.runtime, cell.runtime_params), splits.test,
-                       cell.batch_size, cell.timing, workdir)
+        runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
+        if cell.quantize is None:
+            row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
+        else:  # accuracy measured through the runtime replaces the fp32 torch figures
+            row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
+                                     cell.quantize, workdir,
+                                     max_eval_batches=cell.prune.train.training.max_eval_batches)
+            row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
         row["status"] = STATUS_OK
     except RuntimeUnavailable as exc:
         row |= {"status": STATUS_SKIPPED, "error": str(exc)}
     except TsbenchError as exc:
-        row |= {"status": STATUS_FAILED, "error": str(exc)}
+        row |= {"status": STATUS_FAILED, "error": str(exc), **getattr(exc, "columns", {})}
     except Exception as exc:  # a bug in a plugin must not stop the other cells
         row |= {"status": STATUS_FAILED, "error": f"{type(exc).__name__}: {exc}"}
     row["finished_at"] = time.time()

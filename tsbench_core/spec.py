@@ -19,6 +19,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -107,8 +108,36 @@ def _sparsity_form(value: Any) -> str:
     return "grid" if isinstance(value, dict | GeometricGrid) else "list"
 
 
+# Modules kept in float by default: the output heads (Transformer family ``projection``, PatchTST ``head``,
+# Crossformer ``linear_pred``) and the DFT/Fourier products of Autoformer/FEDformer (``inner_attention``).
+DEFAULT_KEEP_FLOAT = ("projection", "*.projection", "head", "*.linear_pred", "*.inner_attention", "*fourier*",
+                      "*dft*")
+
+
+class QuantizeConfig(StrictModel):
+    """Post-training static INT8 quantization of the exported model (QDQ ONNX; see docs/runtimes.md)."""
+
+    method: Literal["static-int8"] = "static-int8"
+    calibration_batches: PositiveInt = 16  # batches of training windows (at the cell's batch size)
+    keep_float: list[str] = Field(default_factory=lambda: list(DEFAULT_KEEP_FLOAT))
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    # correctness gate: RMS(int8 - fp32 torch eager) / std(fp32 torch eager) over the gate batches
+    tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+    @field_validator("keep_float")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or pattern != pattern.strip():
+                raise ValueError(f"keep_float pattern {pattern!r} is empty or has surrounding spaces")
+            if pattern.startswith("op:") and not pattern[3:].isidentifier():
+                raise ValueError(f"keep_float pattern {pattern!r}: 'op:' must be followed by an ONNX op type")
+        return value
+
+
 class PruningEntry(StrictModel):
-    """A pruner applied at each target sparsity, optionally followed by fine-tuning."""
+    """A pruner applied at each target sparsity, optionally followed by fine-tuning and INT8 quantization."""
 
     pruner: str
     sparsities: Annotated[
@@ -117,6 +146,15 @@ class PruningEntry(StrictModel):
     ]
     params: dict[str, Any] = Field(default_factory=dict)
     fine_tune: FineTuneConfig | None = None
+    quantize: QuantizeConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_quantize(self, handler: Any) -> Any:
+        # entries without quantize dump as before, so the hashes of existing specs do not change
+        data = handler(self)
+        if self.quantize is None and isinstance(data, dict):
+            data.pop("quantize", None)
+        return data
 
     def sparsity_list(self) -> list[float]:
         if isinstance(self.sparsities, GeometricGrid):

@@ -62,3 +62,41 @@ def verify_session(session: RuntimeSession, reference: nn.Module, batches: Seque
                 f"torch eager exceeds atol={atol:g} + rtol={rtol:g}*|ref| (output not timed)"
             )
     return worst
+
+
+def verify_session_relative(session: RuntimeSession, reference: nn.Module, batches: Sequence[Sequence[np.ndarray]],
+                            *, tolerance: float) -> tuple[float, float]:
+    """The INT8 gate: (max abs error, relative error) of ``session`` vs torch eager fp32 over ``batches``.
+
+    The relative error is RMS(session - reference) / std(reference), over all outputs of all batches: a
+    quantized model is never exact, so its error is judged against the spread of what it predicts. Above
+    ``tolerance`` (or non-finite outputs), ``CellError`` quoting both figures.
+    """
+    if not batches:
+        raise ValueError("the correctness gate needs at least one batch")
+    actual_all, expected_all = [], []
+    for batch in batches:
+        expected = reference_outputs(reference, batch)
+        actual = np.asarray(session.run(list(batch)), dtype=np.float64)
+        if actual.shape != expected.shape:
+            raise CellError(f"output shape {tuple(actual.shape)} differs from torch eager {tuple(expected.shape)}")
+        actual_all.append(actual.ravel())
+        expected_all.append(expected.astype(np.float64).ravel())
+    actual = np.concatenate(actual_all)
+    expected = np.concatenate(expected_all)
+    runtime = session.info.get("runtime", type(session).__name__) if hasattr(session, "info") else "?"
+    if not np.all(np.isfinite(actual)):
+        raise CellError(f"INT8 correctness gate failed for runtime {runtime!r}: non-finite outputs (not timed)")
+    diff = actual - expected
+    max_err = float(np.abs(diff).max()) if diff.size else 0.0
+    spread = float(expected.std())
+    rel = float(np.sqrt(np.mean(diff**2)) / spread) if spread > 0 else (0.0 if max_err == 0 else float("inf"))
+    if not rel <= tolerance:
+        exc = CellError(
+            f"INT8 correctness gate failed for runtime {runtime!r}: relative error {rel:.3g} (RMS error / std of "
+            f"the fp32 torch-eager output) exceeds tolerance {tolerance:g}; max abs error {max_err:.3g} "
+            f"(output not timed)"
+        )
+        exc.columns = {"max_abs_err_vs_torch": max_err, "rel_err_vs_torch": rel}  # type: ignore[attr-defined]
+        raise exc
+    return max_err, rel

@@ -1,4 +1,8 @@
-"""Runtime step: prepare a session, verify its outputs against torch eager, then time it."""
+"""Runtime step: prepare a session, verify its outputs against torch eager, then time it.
+
+``measure_quantized`` is the INT8 variant: export fp32, quantize with calibration on training windows, gate with
+a relative tolerance, measure test accuracy through the runtime, time it, and record sizes and peak memory.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from tsbench_core.data import WindowedSplit
-from tsbench_core.errors import RuntimeUnavailable
+from tsbench_core.data import DatasetSplits, WindowedSplit
+from tsbench_core.errors import CellError, RuntimeUnavailable
 from tsbench_core.protocols import availability_of
-from tsbench_core.spec import TimingConfig
+from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.timing import time_session
-from tsbench_core.verify import verify_session
+from tsbench_core.verify import verify_session, verify_session_relative
+
+ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
 
 
 def static_batches(split: WindowedSplit, batch_size: int, count: int) -> list[tuple[np.ndarray, ...]]:
@@ -55,12 +61,155 @@ def measure(
         info = dict(getattr(session, "info", {}) or {})
     finally:
         session.close()
+    footprint = onnx_footprint(runtime.name, workdir, batches[0], threads=threads, batch_size=batch_size)
+    info.update(footprint.pop("info", {}))
     return {
+        **footprint,
         "threads": threads,
         "latency_ms_median": result.median_ms,
         "latency_ms_p10": result.p10_ms,
         "latency_ms_p90": result.p90_ms,
         "throughput_samples_per_s": batch_size * 1000.0 / result.median_ms if result.median_ms > 0 else None,
         "max_abs_err_vs_torch": max_err,
+        "runtime_info": info,
+    }
+
+
+def onnx_footprint(runtime_name: str, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int,
+                   batch_size: int, onnx_path: Path | None = None) -> dict[str, Any]:
+    """``model_bytes``, ``model_bytes_compressed`` and ``peak_rss_mb`` of the ONNX graph a runtime ran (the one
+    exported into ``workdir`` unless ``onnx_path`` is given); empty for runtimes that do not run ONNX."""
+    if runtime_name not in ONNX_RUNTIMES:
+        return {}
+    from sparse_runtime.export import ExportResult
+    from sparse_runtime.quantize import model_sizes, peak_rss
+
+    if onnx_path is None:
+        found = sorted(p for p in Path(workdir).glob("model*.onnx"))
+        if not found:
+            return {}
+        onnx_path = found[0]
+    sizes = model_sizes(onnx_path)
+    export = _feeding(onnx_path, ExportResult)
+    memory = peak_rss(runtime_name, export, list(inputs), threads=threads, batch_size=batch_size)
+    return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
+            "peak_rss_mb": memory.get("peak_rss_mb"), "info": {"memory": memory}}
+
+
+def _feeding(path: Path, export_cls: Any) -> Any:
+    """An ``ExportResult`` for a graph on disk: its inputs, mapped onto the forward arguments by name."""
+    import onnx
+
+    from sparse_runtime.export import INPUT_NAMES
+
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in proto.graph.initializer}
+    names = tuple(i.name for i in proto.graph.input if i.name not in initializers)
+    shapes = tuple(tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in proto.graph.input
+                   if i.name not in initializers)
+    return export_cls(path=Path(path), opset=0, input_names=names,
+                      used_inputs=tuple(INPUT_NAMES.index(n) for n in names), input_shapes=shapes)
+
+
+def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
+                     max_batches: int | None = None) -> dict[str, float]:
+    """Test MSE/MAE of a static-batch session over the test windows, as ``steps.train.evaluate`` computes them
+    for torch (scaled data; original scale too when the dataset asks): the last partial batch is padded with
+    the first windows and the padding's outputs are dropped."""
+    test = splits.test
+    n = len(test)
+    if n == 0:
+        raise CellError("the test split has no windows")
+    c_out = splits.shape.c_out
+    columns = test.series.target_columns
+    original = bool(splits.info.get("original_scale_metrics"))
+    sums = {"se": 0.0, "ae": 0.0, "se_o": 0.0, "ae_o": 0.0}
+    count = 0
+    for index, first in enumerate(range(0, n, batch_size)):
+        if max_batches is not None and index >= max_batches:
+            break
+        real = min(batch_size, n - first)
+        starts = (torch.arange(batch_size) + first) % n
+        batch = test.batch(starts)
+        out = session.run([t.numpy() for t in batch.inputs])
+        pred = torch.from_numpy(np.asarray(out, dtype=np.float32))[:real, :, -c_out:]
+        y = batch.y[:real].float()
+        sums["se"] += torch.sum((pred - y) ** 2).item()
+        sums["ae"] += torch.sum(torch.abs(pred - y)).item()
+        if original:
+            pred_o, y_o = splits.scaler.inverse(pred, columns), splits.scaler.inverse(y, columns)
+            sums["se_o"] += torch.sum((pred_o - y_o) ** 2).item()
+            sums["ae_o"] += torch.sum(torch.abs(pred_o - y_o)).item()
+        count += y.numel()
+    metrics = {"mse": sums["se"] / count, "mae": sums["ae"] / count}
+    if original:
+        metrics |= {"mse_original": sums["se_o"] / count, "mae_original": sums["ae_o"] / count}
+    return metrics
+
+
+def measure_quantized(
+    model: nn.Module,
+    runtime: Any,
+    runtime_params: BaseModel,
+    splits: DatasetSplits,
+    batch_size: int,
+    timing: TimingConfig,
+    quantize: QuantizeConfig,
+    workdir: Path,
+    *,
+    max_eval_batches: int | None = None,
+) -> dict[str, Any]:
+    """Quantize ``model`` to INT8 (calibrated on training windows), gate it against torch-eager fp32 with the
+    relative tolerance, then measure test accuracy, latency, sizes and peak memory through ``runtime``."""
+    from sparse_runtime.export import export_onnx
+    from sparse_runtime.quantize import ONNX_RUNTIMES as RUNNABLE
+    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
+
+    if runtime.name not in RUNNABLE:
+        raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 QDQ ONNX graph; quantized cells "
+                                 f"run on {' and '.join(RUNNABLE)}")
+    availability = availability_of(runtime)
+    if not availability.available:
+        raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
+    threads = timing.threads or os.cpu_count() or 1
+    model = model.cpu().eval()
+    workdir = Path(workdir)
+    gate_batches = static_batches(splits.test, batch_size, timing.verify_batches)
+    example = tuple(torch.from_numpy(a) for a in gate_batches[0])
+    opset = getattr(runtime_params, "opset", None)
+    export = export_onnx(model, example, workdir / "model.fp32.onnx", **({"opset": opset} if opset else {}))
+    reader = WindowCalibrationReader(static_batches(splits.train, batch_size, quantize.calibration_batches), export)
+    quantized = quantize_onnx(export, workdir / "model.int8.onnx", reader, keep_float=quantize.keep_float,
+                              per_channel=quantize.per_channel,
+                              symmetric_activations=quantize.symmetric_activations)
+    session = open_session(runtime.name, quantized.export, threads=threads, batch_size=batch_size,
+                           graph_optimization=getattr(runtime_params, "graph_optimization", "all"),
+                           diagnose_fallbacks=getattr(runtime_params, "diagnose_fallbacks", True))
+    try:
+        max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
+        metrics = evaluate_session(session, splits, batch_size, max_batches=max_eval_batches)
+        result = time_session(session, list(gate_batches[0]), warmup=timing.warmup, repeats=timing.repeats)
+        info = dict(getattr(session, "info", {}) or {})
+    finally:
+        session.close()
+    sizes = model_sizes(quantized.path)
+    fp32_sizes = model_sizes(export.path)
+    footprint = onnx_footprint(runtime.name, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
+                               onnx_path=quantized.path)
+    info |= {"quantize": quantized.info(), "fp32_model_bytes": fp32_sizes["model_bytes"],
+             "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **footprint.get("info", {})}
+    return {
+        "quantize": quantize.method,
+        **metrics,
+        "model_bytes": sizes["model_bytes"],
+        "model_bytes_compressed": sizes["model_bytes_compressed"],
+        "peak_rss_mb": footprint.get("peak_rss_mb"),
+        "threads": threads,
+        "latency_ms_median": result.median_ms,
+        "latency_ms_p10": result.p10_ms,
+        "latency_ms_p90": result.p90_ms,
+        "throughput_samples_per_s": batch_size * 1000.0 / result.median_ms if result.median_ms > 0 else None,
+        "max_abs_err_vs_torch": max_err,
+        "rel_err_vs_torch": rel_err,
         "runtime_info": info,
     }
