@@ -3,12 +3,15 @@
 The fp32 deploy-form export is quantized with ONNX Runtime's ``quantize_static`` into the QDQ format (every
 quantized tensor is a QuantizeLinear → DequantizeLinear pair), which both ONNX Runtime and DeepSparse run:
 
-* weights: int8, symmetric (zero point 0, so a pruned zero stays exactly 0), per output channel by default;
+* weights: int8, symmetric (zero point 0, so a pruned zero stays exactly 0), one scale per tensor by default
+  (DeepSparse 1.8 leaves per-channel weight DequantizeLinear nodes outside its engine);
 * activations: uint8, asymmetric, min/max calibrated on training windows — the defaults of SparseML 1.8's
   quantization (``QConfigProperties``: symmetric weights, asymmetric activations), which is what DeepSparse's
   INT8 kernels are built for;
-* only MatMul/Gemm/Conv with a constant weight are quantized (``MatMulConstBOnly``): the products of two
-  activations (attention scores) stay float, as do the nodes matched by ``keep_float`` patterns.
+* only MatMul/Gemm with a constant weight are quantized (``MatMulConstBOnly``): the products of two
+  activations (attention scores) stay float, as do the nodes matched by ``keep_float`` patterns. Conv (the
+  token embeddings) stays float: DeepSparse 1.8 rejects a quantized Conv of this graph ("kernel is not
+  constant") and then runs the whole graph outside its engine.
 
 ``keep_float`` patterns name modules (``fnmatch`` on the dotted module path the legacy exporter writes into node
 names, ``/decoder/projection/MatMul`` → ``decoder.projection``; a pattern matching a module keeps all nodes inside
@@ -38,7 +41,7 @@ import numpy as np
 from sparse_runtime.export import ExportResult
 from tsbench_core.errors import CellError, RuntimeUnavailable
 
-QUANTIZED_OP_TYPES = ("MatMul", "Gemm", "Conv")
+QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
 QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
 ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
 
@@ -154,7 +157,7 @@ class QuantizeResult:
 
 
 def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibrationReader, *,
-                  keep_float: Sequence[str] = (), per_channel: bool = True,
+                  keep_float: Sequence[str] = (), per_channel: bool = False,
                   symmetric_activations: bool = False) -> QuantizeResult:
     """Static INT8 QDQ quantization of ``export`` (fp32 ONNX) into ``out_path`` (written atomically)."""
     import onnx
@@ -185,6 +188,7 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
             extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
                            "MatMulConstBOnly": True},
         )
+        _store_raw(tmp)
         os.replace(tmp, out_path)
     except CellError:
         raise
@@ -202,6 +206,20 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
     return QuantizeResult(export=replace(export, path=out_path), fp32_path=export.path, kept_float=kept,
                           quantized_nodes=quantized_nodes, calibration_batches=reader.yielded,
                           seconds=seconds, op_counts=dict(ops), settings=settings)
+
+
+def _store_raw(path: Path) -> None:
+    """Rewrite every initializer with its bytes in ``raw_data`` (the quantizer writes int8 tensors as varints in
+    ``int32_data``, up to 10 bytes per element), so the file size reflects the tensors' real size."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    for index, tensor in enumerate(proto.graph.initializer):
+        if not tensor.HasField("raw_data"):
+            proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor),
+                                                                            tensor.name))
+    onnx.save(proto, str(path))
 
 
 # --- sizes -----------------------------------------------------------------------------------------------

@@ -80,11 +80,19 @@ def bench(
     rtol: float = DEFAULT_RTOL,
     rounds: int = 4,
     registry: Any = None,
+    quantize: str | None = None,
+    quantize_tolerance: float = 0.1,
+    calibration_batches: int = 4,
 ) -> list[dict[str, Any]]:
     """One row per runtime: dense and pruned latency on that runtime, the speedup, the gate's error figures.
 
     ``status`` is ``ok``, ``skipped`` (runtime unavailable, with ``reason``) or ``failed`` (export failure or
     mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
+
+    With ``quantize="int8"``, every ONNX runtime (onnxruntime, deepsparse) also gets a row with
+    ``precision="int8"``: the (pruned) model quantized to INT8 QDQ (calibrated on random batches, since bench
+    has no data), gated against torch eager fp32 with the relative tolerance, and timed in the same interleaved
+    rounds; its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that runtime.
     """
     if registry is None:
         from tsbench_core.registry import load_plugins
@@ -97,6 +105,8 @@ def bench(
                         f"{warmup})")
     if not runtimes:
         raise UserError("give at least one --runtime")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize {quantize!r}: the only quantization is 'int8'")
     threads = threads or os.cpu_count() or 1
     model_plugin = registry.get("model", model)
     pruner_plugin = registry.get("pruner", pruner)
@@ -155,6 +165,20 @@ def bench(
                 prepared = _prepare_and_gate(row, plugin, dense, pruned, example, gate_batches, threads=threads,
                                              atol=atol, rtol=rtol, workdir=workdir / plugin.name)
                 sessions.update({(plugin.name, variant): session for variant, session in prepared.items()})
+                _add_sizes(row, workdir / plugin.name)
+            if quantize is not None:
+                for plugin in runtime_plugins:
+                    fp32 = next(r for r in rows if r["runtime"] == plugin.name)
+                    if plugin.name not in _QDQ_RUNTIMES or fp32.get("status") != "gated":
+                        continue
+                    row = {**common, "runtime": plugin.name, "precision": "int8"}
+                    rows.append(row)
+                    session = _prepare_int8(row, plugin, pruned if pruned is not None else dense, example,
+                                            gate_batches, shape, encoding, threads=threads,
+                                            tolerance=quantize_tolerance, calibration_batches=calibration_batches,
+                                            workdir=workdir / plugin.name / "int8")
+                    if session is not None:
+                        sessions[(plugin.name, "int8")] = session
             # every gated session of every runtime, timed in alternating blocks: on a shared machine, load
             # changes then hit all of them alike, so the ratios between them stay meaningful
             results = time_sessions_interleaved({f"{r}\x00{v}": s for (r, v), s in sessions.items()},
@@ -166,8 +190,10 @@ def bench(
         if row.get("status") != "gated":
             continue
         row["status"] = "ok"
+        int8 = row.get("precision") == "int8"
         for variant in ("dense", "pruned"):
-            result = results.get(f"{row['runtime']}\x00{variant}")
+            timed = "int8" if int8 and variant == "pruned" else variant
+            result = results.get(f"{row['runtime']}\x00{timed}")
             if result is None:
                 continue
             row[f"{variant}_ms"] = result.median_ms
@@ -177,6 +203,8 @@ def bench(
         if "pruned_ms" in row:
             row["speedup"] = row["dense_ms"] / row["pruned_ms"]
         row["repeats"], row["warmup"], row["timing"] = repeats, warmup, f"interleaved, {rounds} rounds"
+    for row in rows:
+        row.setdefault("precision", "fp32")
     eager = next((r for r in rows if r["runtime"] == REFERENCE_RUNTIME and r["status"] == "ok"), None)
     for row in rows:
         if eager is not None and row["status"] == "ok":
@@ -219,6 +247,58 @@ def _prepare_and_gate(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned
     return sessions
 
 
+_QDQ_RUNTIMES = ("onnxruntime", "deepsparse")
+
+
+def _add_sizes(row: dict[str, Any], workdir: Path) -> None:
+    """``{variant}_model_bytes`` (+ ``_compressed``) of the ONNX graphs a runtime exported, if any."""
+    from sparse_runtime.quantize import model_sizes
+
+    for variant in ("dense", "pruned"):
+        found = sorted((workdir / variant).glob("model*.onnx"))
+        if found:
+            sizes = model_sizes(found[0])
+            row[f"{variant}_model_bytes"] = sizes["model_bytes"]
+            row[f"{variant}_model_bytes_compressed"] = sizes["model_bytes_compressed"]
+
+
+def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: tuple[torch.Tensor, ...],
+                  gate_batches: list[tuple[np.ndarray, ...]], shape: DataShape, encoding: str, *, threads: int,
+                  tolerance: float, calibration_batches: int, workdir: Path) -> Any:
+    """Export, quantize (random calibration batches), open and gate the INT8 session of one runtime; sets
+    ``row["status"]`` to ``gated`` (and returns the session) or ``failed``/``skipped`` (and returns None)."""
+    from sparse_runtime.export import export_onnx
+    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
+    from tsbench_core.verify import verify_session_relative
+
+    batch_size = int(example[0].shape[0])
+    params = plugin.params_model()
+    session = None
+    try:
+        export = export_onnx(module, example, workdir / "model.fp32.onnx", opset=getattr(params, "opset", 14))
+        calibration = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=200 + i))  # type: ignore[arg-type]
+                       for i in range(calibration_batches)]
+        quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export))
+        session = open_session(plugin.name, quantized.export, threads=threads, batch_size=batch_size)
+        row["pruned_max_abs_err"], row["int8_rel_err"] = verify_session_relative(session, module, gate_batches,
+                                                                                  tolerance=tolerance)
+    except Exception as exc:
+        if session is not None:
+            session.close()
+        if isinstance(exc, RuntimeUnavailable):
+            row.update(status="skipped", reason=str(exc))
+        else:
+            reason = str(exc) if isinstance(exc, CellError) else f"{type(exc).__name__}: {exc}"
+            row.update(status="failed", reason=f"int8: {reason}")
+        return None
+    row["pruned_info"] = {**getattr(session, "info", {}), "quantize": quantized.info()}
+    sizes = model_sizes(quantized.path)
+    row["pruned_model_bytes"] = sizes["model_bytes"]
+    row["pruned_model_bytes_compressed"] = sizes["model_bytes_compressed"]
+    row["status"] = "gated"
+    return session
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -235,8 +315,8 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
     title = (f"tsbench bench: {first.get('model')} / {first.get('pruner')} {first.get('sparsity')} / "
              f"batch {first.get('batch_size')} / {first.get('threads')} threads")
     table = Table(title=title)
-    for col in ("runtime", "status", "dense ms", "pruned ms", "speedup", "vs eager dense", "max err",
-                "sparsity", "MAC red.", "notes"):
+    for col in ("runtime", "precision", "status", "dense ms", "pruned ms", "speedup", "vs eager dense", "max err",
+                "sparsity", "MAC red.", "MB (compr.)", "notes"):
         table.add_column(col, justify="left" if col in ("runtime", "status", "notes") else "right",
                          no_wrap=col != "notes", overflow="fold")
     for r in rows:
@@ -247,14 +327,22 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
         errs = [r.get(k) for k in ("dense_max_abs_err", "pruned_max_abs_err") if r.get(k) is not None]
         reduction = r.get("mac_reduction_effective") if r.get("structure") != "structured" else \
             r.get("mac_reduction_dense_kernels")
+        if r.get("int8_rel_err") is not None:
+            notes = f"rel err {r['int8_rel_err']:.3f} " + notes
+        size = r.get("pruned_model_bytes_compressed") or r.get("dense_model_bytes_compressed")
         table.add_row(
-            r["runtime"], r.get("status", "?"), _fmt(r.get("dense_ms"), ".2f"), _fmt(r.get("pruned_ms"), ".2f"),
+            r["runtime"], r.get("precision", "fp32"), r.get("status", "?"), _fmt(r.get("dense_ms"), ".2f"),
+            _fmt(r.get("pruned_ms"), ".2f"),
             _fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") else ""),
             _fmt(r.get("speedup_vs_eager_dense"), ".2f"), _fmt(max(errs) if errs else None, ".1e"),
-            _fmt(r.get("achieved_sparsity"), ".3f"), _fmt(reduction, ".2f"), notes.strip(),
+            _fmt(r.get("achieved_sparsity"), ".3f"), _fmt(reduction, ".2f"),
+            _fmt(size / 1e6 if size else None, ".2f"), notes.strip(),
         )
     console = Console()
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(table)
     console.print("Latency: median of the timed calls (p10/p90 in --json); other load on the machine affects it.")
+    if any(r.get("precision") == "int8" for r in rows):
+        console.print("int8 rows: 'pruned ms' is the INT8 (pruned) model, 'dense ms' the fp32 dense model on the same "
+                      "runtime; max err vs torch-eager fp32, rel err = RMS error / std of the fp32 output.")

@@ -203,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         model_params=_json_arg(args.model_params, "--model-params"),
         pruner_params=_json_arg(args.pruner_params, "--pruner-params"),
         seq_len=args.seq_len, label_len=args.label_len, pred_len=args.pred_len, enc_in=args.enc_in,
-        registry=_registry(),
+        registry=_registry(), quantize=args.quantize, quantize_tolerance=args.int8_tolerance,
     )
     render_rows(rows, as_json=args.json)
     return EXIT_OK if all(r.get("status") in ("ok", "skipped") for r in rows) else EXIT_FAILED_CELLS
@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-workers", type=int, default=None, help="start a local dask cluster of N workers")
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
-                   help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size) "
-                        "is one of the values; repeat for several fields")
+                   help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size, "
+                        "quantize: static-int8 or none) is one of the values; repeat for several fields")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="validate spec files; exit 2 with located problems")
@@ -288,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-len", type=int, default=48)
     p.add_argument("--pred-len", type=int, default=96)
     p.add_argument("--enc-in", type=int, default=7)
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="also time the (pruned) model quantized to INT8 (QDQ) on onnxruntime/deepsparse")
+    p.add_argument("--int8-tolerance", type=float, default=0.1,
+                   help="INT8 gate: max RMS error / std of the fp32 torch-eager output (default %(default)s)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 
