@@ -96,7 +96,7 @@ def group_scores(group: FourierGroup, taylor: bool = False) -> torch.Tensor:
 def kept_dims(dim: int, heads: int, ratio: float, round_to: int | None) -> int:
     """Head dimensions kept at ``ratio``: at least one; ``heads * kept`` a multiple of ``round_to`` when it
     can be."""
-    keep = max(1, dim - int(dim * ratio))
+    keep = max(1, int(dim * (1.0 - ratio)))  # Torch-Pruning's rounding of a channel ratio
     if round_to:
         step = round_to // torch.gcd(torch.tensor(round_to), torch.tensor(heads)).item()
         rounded = max(step, (keep + step - 1) // step * step)  # round up, as Torch-Pruning does

@@ -405,7 +405,10 @@ class StructuredPruner:
 
         scores = self._scores(model, params, context, ignored_names) if params.attention == "head_dims" else None
         best: tuple[float, float, nn.Module] | None = None  # (gap, ratio, model)
-        low, high = 0.0, params.max_layer_ratio
+        # the global ranking caps each group at max_layer_ratio itself; its threshold may rank more channels so
+        # that the groups below the cap make up for the capped ones
+        ranked = scores is not None and params.scope == "global"
+        low, high = 0.0, (0.999 if ranked else params.max_layer_ratio)
         ratio = min(target_sparsity, high)
         trials = []
         for _ in range(10):

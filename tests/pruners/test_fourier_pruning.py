@@ -135,3 +135,10 @@ def test_taylor_and_uniform_on_fedformer():
     loss = result.model.train()(*_context().example_inputs).pow(2).mean()
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_highest_study_target_on_fedformer():
+    result = PRUNER.prune(_build(), 1 - 0.8**9, PRUNER.params_model(), _context())
+    assert abs(result.info["achieved_reduction"] - (1 - 0.8**9)) <= 0.02, result.info["search"]
+    assert all(g.head_dim >= 1 for g in fourier.fourier_groups(result.model))
+    assert torch.isfinite(result.model(*_context().example_inputs)).all()
