@@ -165,10 +165,13 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
     q = _quantization_module()
     proto = onnx.load(str(export.path))
     kept = float_nodes(proto, keep_float)
-    candidates = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept]
+    constants = {t.name for t in proto.graph.initializer}
+    constants |= {n.output[0] for n in proto.graph.node if n.op_type == "Constant"}
+    candidates = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept
+                  and len(n.input) > 1 and n.input[1] in constants]
     if not candidates:
-        raise CellError(f"INT8: nothing to quantize: every MatMul/Gemm/Conv node is kept float by keep_float "
-                        f"{list(keep_float)}")
+        raise CellError(f"INT8: nothing to quantize: every MatMul/Gemm with a constant weight is kept float by "
+                        f"keep_float {list(keep_float)}")
     q.CalibrationDataReader.register(WindowCalibrationReader)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,9 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
     seconds = time.perf_counter() - start
     quantized = onnx.load(str(out_path))
     ops = Counter(node.op_type for node in quantized.graph.node)
-    dequantized_inputs = {n.output[0] for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
+    stored = {t.name for t in quantized.graph.initializer}
+    dequantized_inputs = {n.output[0] for n in quantized.graph.node
+                          if n.op_type == "DequantizeLinear" and n.input[0] in stored}  # weights, not activations
     quantized_nodes = sum(1 for n in quantized.graph.node if n.op_type in QUANTIZED_OP_TYPES
                           and len(n.input) > 1 and n.input[1] in dequantized_inputs)
     return QuantizeResult(export=replace(export, path=out_path), fp32_path=export.path, kept_float=kept,
