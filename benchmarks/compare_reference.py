@@ -139,10 +139,11 @@ def _build_ours(pair: Pair) -> nn.Module:
     return plugin.build(params, shape)
 
 
-def _inputs(univariate: bool, seed: int = 0) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+def _inputs(univariate: bool, univariate_batch: int,
+            seed: int = 0) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
     """The same window data in both calling conventions."""
     g = torch.Generator().manual_seed(seed)
-    batch, channels = (WINDOWS * CHANNELS, 1) if univariate else (WINDOWS, CHANNELS)
+    batch, channels = (univariate_batch, 1) if univariate else (WINDOWS, CHANNELS)
     y = torch.randn(batch, SEQ_LEN, channels, generator=g)
     marks = torch.rand(batch, SEQ_LEN + PRED_LEN, N_MARKS, generator=g) - 0.5  # timeF-like, whole window
     x_dec = torch.cat([y[:, -LABEL_LEN:], torch.zeros(batch, PRED_LEN, channels)], dim=1)
@@ -175,14 +176,15 @@ def _p10(values: list[float]) -> float:
     return ordered[max(0, round(0.1 * (len(ordered) - 1)))]
 
 
-def compare(pair: Pair, threads: list[int], rounds: int, min_seconds: float = 2.0) -> Row:
+def compare(pair: Pair, threads: list[int], rounds: int, min_seconds: float = 2.0,
+            univariate_batch: int = WINDOWS * CHANNELS) -> Row:
     torch.manual_seed(0)
     ours = _build_ours(pair).eval()
     torch.manual_seed(0)
     theirs = pair.theirs().eval()
-    ours_in, theirs_in = _inputs(pair.univariate)
+    ours_in, theirs_in = _inputs(pair.univariate, univariate_batch)
     row = Row(model=pair.name,
-              batch=f"{WINDOWS * CHANNELS} x 1 channel" if pair.univariate else f"{WINDOWS} x {CHANNELS} channels",
+              batch=f"{univariate_batch} x 1 channel" if pair.univariate else f"{WINDOWS} x {CHANNELS} channels",
               params_ours=_count(ours), params_theirs_numel=_count(theirs, real=False),
               params_theirs_real=_count(theirs), trainable_ours=_count(ours, trainable_only=True),
               trainable_theirs_real=_count(theirs, trainable_only=True), note=pair.note)
@@ -249,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(p.name for p in PAIRS))
     parser.add_argument("--threads", default="2,1", help="comma-separated intra-op thread counts")
     parser.add_argument("--rounds", type=int, default=6, help="timed calls per side and thread count")
+    parser.add_argument("--univariate-batch", type=int, default=WINDOWS * CHANNELS,
+                        help="windows per call for the univariate models (default 32 windows x 7 channels)")
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="fast models: raise the rounds until each side runs about this long")
     parser.add_argument("--out-dir", type=Path, default=Path("bench_out/reference"))
@@ -264,13 +268,13 @@ def main(argv: list[str] | None = None) -> None:
     for pair in PAIRS:
         if pair.name not in wanted:
             continue
-        row = compare(pair, threads, args.rounds, args.min_seconds)
+        row = compare(pair, threads, args.rounds, args.min_seconds, args.univariate_batch)
         rows.append(row)
         print(json.dumps(asdict(row)), flush=True)
         meta = {"neuralforecast": neuralforecast.__version__, "torch": torch.__version__,
                 "python": platform.python_version(), "cpus": os.cpu_count(), "threads": threads,
-                "rounds": args.rounds, "min_seconds": args.min_seconds, "mode": "eval, torch.no_grad",
-                "ours_form": "training form (no deploy)"}
+                "rounds": args.rounds, "univariate_batch": args.univariate_batch, "min_seconds": args.min_seconds,
+                "mode": "eval, torch.no_grad", "ours_form": "training form (no deploy)"}
         _write(args.out_dir / "compare_reference.json", json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]},
                                                                     indent=2))
         _write(args.out_dir / "compare_reference.md", markdown(rows, threads))
