@@ -104,10 +104,12 @@ def _cell(row: dict[str, Any], info_key: str, err_key: str) -> dict[str, Any]:
 def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants: Sequence[tuple] = VARIANTS,
                batch_size: int = 4, threads: int = 1, data_dir: Path | None = None, registry: Any = None,
                shape: DataShape = SHAPE, model_params: dict[str, Any] | None = None,
-               log: Any = None) -> dict[str, Any]:
+               deepsparse_probe: bool = True, log: Any = None) -> dict[str, Any]:
     """Gate every variant of one model on every runtime; returns ``{"model", "variants": {...}}``.
 
-    ``model_params`` overrides the model's defaults (tests use tiny widths).
+    ``model_params`` overrides the model's defaults (tests use tiny widths). ``deepsparse_probe``: compile
+    and run every DeepSparse export once in a subprocess first, since DeepSparse 1.8 can abort the process
+    while compiling (seen: ``fused_ops.cpp:250`` on the structured-50 % Transformer); a crash fails the cell.
     """
     if registry is None:
         from tsbench_core.registry import load_plugins
@@ -146,8 +148,16 @@ def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants:
                 runtime = registry.get("runtime", runtime_name)
                 row: dict[str, Any] = {"runtime": runtime_name}
                 started = time.perf_counter()
-                sessions = _prepare_and_gate(row, runtime, module, None, example, batches, threads=threads,
-                                             atol=1e-3, rtol=1e-3, workdir=workdir / f"{variant}-{runtime_name}")
+                cell_dir = workdir / f"{variant}-{runtime_name}"
+                crash = None
+                if runtime_name == "deepsparse" and deepsparse_probe and runtime.availability().available:
+                    crash = deepsparse_crash(module, example, batch_size, cell_dir / "probe")
+                if crash is not None:
+                    row.update(status="failed", reason=crash)
+                    sessions = {}
+                else:
+                    sessions = _prepare_and_gate(row, runtime, module, None, example, batches, threads=threads,
+                                                 atol=1e-3, rtol=1e-3, workdir=cell_dir)
                 row["prepare_s"] = round(time.perf_counter() - started, 1)
                 for session in sessions.values():
                     session.close()
@@ -157,6 +167,24 @@ def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants:
                     log(f"{model_name:12s} {variant:13s} {runtime_name:13s} {cell['status']:7s} "
                         f"err={cell.get('max_abs_err')} {cell.get('reason', '')[:200]} ({row['prepare_s']} s)")
     return out
+
+
+def deepsparse_crash(module: nn.Module, example: tuple[torch.Tensor, ...], batch_size: int,
+                     workdir: Path) -> str | None:
+    """Compile and run the deploy-form export once in a subprocess; the engine's abort message, or None."""
+    from sparse_runtime.deepsparse_rt import diagnose_fallbacks
+    from sparse_runtime.export import export_onnx
+    from tsbench_core.errors import CellError
+
+    try:
+        export = export_onnx(module, example, workdir / "model.onnx")
+    except CellError:
+        return None  # the runtime's own prepare reports the export failure
+    probe = diagnose_fallbacks(export.path, batch_size, export.select([t.numpy() for t in example]))
+    if not probe.get("crashed"):
+        return None
+    ops = ", ".join(f"{k} x{v}" for k, v in (probe.get("fallback_ops") or {}).items())
+    return f"deepsparse {probe.get('crash')}" + (f" (ops outside the engine: {ops})" if ops else "")
 
 
 # --- report -----------------------------------------------------------------------------------------------

@@ -130,3 +130,29 @@ def test_main_resumes_and_writes_reports(tmp_path: Path, monkeypatch) -> None:
     assert calls == ["patchtst"]  # dlinear's file existed
     matrix = json.loads((tmp_path / "gate_matrix.json").read_text())
     assert [r["model"] for r in matrix] == ["dlinear", "patchtst"] and (tmp_path / "gate_matrix.md").exists()
+
+
+def test_deepsparse_abort_fails_the_cell_without_taking_the_matrix_down(registry, monkeypatch) -> None:
+    """An engine abort in the subprocess probe (simulated here) fails the cell; the in-process compile is skipped."""
+    if not registry.get("runtime", "deepsparse").availability().available:
+        pytest.skip("deepsparse unavailable on this Python")
+    import sparse_runtime.deepsparse_rt as ds
+
+    probed = []
+
+    def fake_probe(path, batch_size, inputs=None, timeout=900.0):
+        probed.append((Path(path).suffix, batch_size, len(inputs)))
+        return {"crashed": True, "crash": "engine aborted while compiling (exit code -6): Assertion at x.cpp:1",
+                "fallback_ops": {}}
+
+    def no_prepare(*args, **kwargs):
+        raise AssertionError("prepare must not run after a crashed probe")
+
+    monkeypatch.setattr(ds, "diagnose_fallbacks", fake_probe)
+    monkeypatch.setattr(registry.get("runtime", "deepsparse"), "prepare", no_prepare)
+    res = gm.gate_model("dlinear", runtimes=("deepsparse", "onnxruntime"), variants=(("dense", None, 0.0),),
+                        batch_size=2, threads=1, registry=registry, shape=SMALL_SHAPE)
+    cells = res["variants"]["dense"]["runtimes"]
+    assert probed == [(".onnx", 2, 1)]  # DLinear's graph takes x_enc only
+    assert cells["deepsparse"]["status"] == "failed" and "Assertion at x.cpp:1" in cells["deepsparse"]["reason"]
+    assert cells["onnxruntime"]["status"] == "ok"
