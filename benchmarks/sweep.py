@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -75,13 +76,16 @@ def _all_failed(path: Path) -> bool:
 
 
 def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dict[str, Any]]] | None = None,
-             retry_failed: bool = False, log: Callable[[str], None] = print, **bench_kwargs: Any) -> list[Path]:
+             retry_failed: bool = False, log: Callable[[str], None] = print,
+             isolate: Callable[[Job], tuple[int, str]] | None = None, **bench_kwargs: Any) -> list[Path]:
     """Run every job whose JSON is not in ``out`` yet; returns the files written now.
 
     ``bench_kwargs`` go to ``bench`` (batch_size, threads, warmup, repeats...). A call that raises (a pruner
     failing on a model) is written as one failed row, so the sweep goes on and the failure is on record.
+    ``isolate(job) -> (exit code, stderr)`` runs the job in a child process that writes the file itself
+    (``main`` passes one): DeepSparse 1.8 can abort the whole process, which then fails only that job.
     """
-    if bench_fn is None:
+    if bench_fn is None and isolate is None:
         from tsbench_core.bench import bench as bench_fn
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -91,12 +95,22 @@ def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dic
             log(f"skip {job.filename} (exists)")
             continue
         started = time.time()
-        try:
-            rows = bench_fn(job.model, job.pruner, job.sparsity, list(job.runtimes), **bench_kwargs)
-        except Exception as exc:
-            traceback.print_exc()
+        if isolate is not None:
+            code, stderr = isolate(job)
+            if path.exists() and path.stat().st_mtime >= started:  # the child wrote it
+                written.append(path)
+                log(f"{job.filename}: done in a child process ({round(time.time() - started, 1)} s)")
+                continue
             rows = [{"model": job.model, "pruner": job.pruner, "sparsity": job.sparsity, "runtime": r,
-                     "status": "failed", "reason": f"{type(exc).__name__}: {exc}"} for r in job.runtimes]
+                     "status": "failed", "reason": f"the benchmark process died (exit code {code}): "
+                     f"{_crash_line(stderr)}"} for r in job.runtimes]
+        else:
+            try:
+                rows = bench_fn(job.model, job.pruner, job.sparsity, list(job.runtimes), **bench_kwargs)
+            except Exception as exc:
+                traceback.print_exc()
+                rows = [{"model": job.model, "pruner": job.pruner, "sparsity": job.sparsity, "runtime": r,
+                         "status": "failed", "reason": f"{type(exc).__name__}: {exc}"} for r in job.runtimes]
         payload = {"job": {"model": job.model, "pruner": job.pruner, "sparsity": job.sparsity,
                            "runtimes": list(job.runtimes)},
                    "bench_kwargs": {k: v for k, v in bench_kwargs.items() if k != "registry"},
@@ -107,6 +121,24 @@ def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dic
         statuses = ", ".join(f"{r['runtime']} {r.get('status')}" for r in rows)
         log(f"{job.filename}: {statuses} ({payload['duration_s']} s)")
     return written
+
+
+def _crash_line(stderr: str) -> str:
+    """The informative line of a dead child's stderr (DeepSparse's ``Assertion at ...``, else the last line)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    assertion = next((line for line in lines if line.startswith("Assertion at")), None)
+    return (assertion or (lines[-1] if lines else "no output"))[:300]
+
+
+def child_runner(out: Path, bench_args: Sequence[str]) -> Callable[[Job], tuple[int, str]]:
+    """``isolate`` for ``run_jobs``: each job in ``python sweep.py --job ...`` (same bench arguments)."""
+    def run(job: Job) -> tuple[int, str]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--job",
+               f"{job.model}:{job.pruner}:{job.sparsity:g}:{','.join(job.runtimes)}", *bench_args]
+        proc = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True, check=False)
+        sys.stderr.write(proc.stderr[-4000:])
+        return proc.returncode, proc.stderr
+    return run
 
 
 def machine() -> dict[str, Any]:
@@ -304,15 +336,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--retry-failed", action="store_true", help="re-run calls whose rows all failed")
     ap.add_argument("--plot-only", action="store_true", help="only rebuild the summary and plots")
+    ap.add_argument("--in-process", action="store_true", help="run the calls in this process, not one child "
+                    "process per call (a DeepSparse abort then ends the sweep)")
+    ap.add_argument("--job", help=argparse.SUPPRESS)  # model:pruner:sparsity:rt1,rt2 — one call, in a child
     args = ap.parse_args(argv)
-    if not args.plot_only:
+    bench_kwargs = {"batch_size": args.batch_size, "threads": args.threads, "warmup": args.warmup,
+                    "repeats": args.repeats}
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if args.job:
         from tsbench_core.registry import load_plugins
 
+        model, pruner, sparsity, runtimes = args.job.split(":")
+        run_jobs([Job(model, pruner, float(sparsity), tuple(runtimes.split(",")))], args.out, log=log,
+                 retry_failed=True, registry=load_plugins(), **bench_kwargs)
+        return 0
+    if not args.plot_only:
         jobs = plan([m for m in args.models.split(",") if m], [float(s) for s in args.sparsities.split(",") if s],
                     magnitude_ort=args.magnitude_ort, pruners=[p for p in args.pruners.split(",") if p])
-        run_jobs(jobs, args.out, retry_failed=args.retry_failed, log=lambda s: print(s, flush=True),
-                 batch_size=args.batch_size, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-                 registry=load_plugins())
+        if args.in_process:
+            from tsbench_core.registry import load_plugins
+
+            run_jobs(jobs, args.out, retry_failed=args.retry_failed, log=log, registry=load_plugins(),
+                     **bench_kwargs)
+        else:
+            child_args = [f"--{k.replace('_', '-')}={v}" for k, v in bench_kwargs.items() if v is not None]
+            run_jobs(jobs, args.out, retry_failed=args.retry_failed, log=log,
+                     isolate=child_runner(args.out, child_args))
     for path in report(args.out):
         print(f"wrote {path}")
     return 0

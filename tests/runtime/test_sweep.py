@@ -151,3 +151,39 @@ def test_sweep_runs_real_bench_on_a_tiny_model(tmp_path: Path) -> None:
                         strict=True):
         assert rec["speedup"] == pytest.approx(row["dense_ms"] / row["pruned_ms"])
         assert rec["mac_reduction"] == pytest.approx(row["mac_reduction_effective"]) and rec["mac_reduction"] > 1
+
+
+def test_a_dead_child_process_fails_only_its_job(tmp_path: Path) -> None:
+    """With ``isolate`` each call runs elsewhere and writes its own file; a call whose process died (simulated:
+    exit code -6 and DeepSparse's abort line) is written as failed rows quoting the abort, and the sweep goes on."""
+    jobs = sweep.plan(["transformer"], [0.5, 0.9], pruners=["magnitude"])
+    seen = []
+
+    def isolate(job):
+        seen.append(job.filename)
+        if job.sparsity == 0.5:
+            return -6, "noise\nAssertion at src/lib/jit/function/fused_ops.cpp:250\nBacktrace:\n 0# 0x0\n"
+        (tmp_path / job.filename).write_text(json.dumps({"job": {}, "rows": [{"status": "ok"}]}))
+        return 0, ""
+
+    written = sweep.run_jobs(jobs, tmp_path, isolate=isolate, log=lambda s: None)
+    assert seen == ["transformer-magnitude-0.5.json", "transformer-magnitude-0.9.json"]
+    assert sorted(p.name for p in written) == seen
+    dead = json.loads((tmp_path / "transformer-magnitude-0.5.json").read_text())["rows"]
+    assert [r["runtime"] for r in dead] == ["torch-eager", "deepsparse"]
+    assert all(r["status"] == "failed" and "exit code -6" in r["reason"]
+               and r["reason"].endswith("Assertion at src/lib/jit/function/fused_ops.cpp:250") for r in dead)
+    assert json.loads((tmp_path / "transformer-magnitude-0.9.json").read_text())["rows"] == [{"status": "ok"}]
+
+
+def test_child_process_command_runs_one_job(tmp_path: Path) -> None:
+    """The real child command line (``--job``) on a tiny, fast call: it writes the job's file itself."""
+    import subprocess
+
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--out", str(out), "--job",
+           "dlinear:magnitude:0.5:torch-eager", "--batch-size=2", "--threads=1", "--warmup=0", "--repeats=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "dlinear-magnitude-0.5.json").read_text())["rows"]
+    assert rows[0]["status"] == "ok" and rows[0]["batch_size"] == 2 and rows[0]["repeats"] == 1
