@@ -1,0 +1,153 @@
+"""INT8 through the host: spec validation, cell keys, store migration, a spec run, ``bench --quantize int8``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from tsbench_testing import tiny_spec
+
+from tsbench_core.cells import DENSE, content_hash, expand
+from tsbench_core.protocols import availability_of
+from tsbench_core.spec import SpecProblems, parse_spec, validate_against
+from tsbench_core.store import CELL_COLUMNS, Store
+
+NEW_COLUMNS = ("quantize", "rel_err_vs_torch", "model_bytes", "model_bytes_compressed", "peak_rss_mb")
+
+
+def _spec(**quantize):
+    spec = tiny_spec(name="q")
+    spec["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5]},
+                       {"pruner": "magnitude", "sparsities": [0.5], "quantize": quantize}]
+    return spec
+
+
+@pytest.mark.parametrize(("quantize", "where", "message"), [
+    ({"method": "dynamic-int8"}, "pruning[1].quantize.method", "static-int8"),
+    ({"calibration_batches": 0}, "pruning[1].quantize.calibration_batches", "greater than 0"),
+    ({"keep_float": [""]}, "pruning[1].quantize.keep_float", "empty"),
+    ({"keep_float": ["op:"]}, "pruning[1].quantize.keep_float", "op type"),
+    ({"tolerance": 0}, "pruning[1].quantize.tolerance", "greater than 0"),
+    ({"bits": 4}, "pruning[1].quantize.bits", "Extra inputs"),
+])
+def test_bad_quantize_fields_are_located(quantize, where, message):
+    with pytest.raises(SpecProblems) as info:
+        parse_spec(json.dumps(_spec(**quantize)), "s.json")
+    assert any(p.startswith(f"{where}:") and message in p for p in info.value.problems), info.value.problems
+
+
+def test_quantize_enters_cell_keys_and_leaves_fp32_keys_unchanged(registry):
+    spec = parse_spec(json.dumps(_spec(calibration_batches=2)), "s.json")
+    validate_against(spec, registry, "s.json")
+    cells = expand(spec, registry)
+    fp32 = [c for c in cells if c.quantize is None]
+    int8 = [c for c in cells if c.quantize is not None]
+    # the fp32 cells are what the spec without quantize expands to, with the same keys
+    plain = parse_spec(json.dumps(tiny_spec(name="q")), "s.json")
+    assert [c.key for c in fp32] == [c.key for c in expand(plain, registry)]
+    # ... and each key is the hash of the payload keys always had (no quantize field)
+    for cell in fp32:
+        payload = {"spec": cell.spec_name, "prune": cell.prune.key, "runtime": cell.runtime,
+                   "runtime_params": cell.runtime_params, "batch_size": cell.batch_size,
+                   "timing": cell.timing.model_dump(mode="json")}
+        assert cell.key == content_hash(payload)
+    assert len(int8) == 2  # dense int8 + magnitude 0.5 int8 on torch-eager
+    assert {c.prune.pruner for c in int8} == {DENSE, "magnitude"}
+    dense_fp32 = next(c for c in fp32 if c.prune.pruner == DENSE)
+    pruned_fp32 = next(c for c in fp32 if c.prune.pruner != DENSE)
+    for cell in int8:
+        assert cell.key not in {c.key for c in fp32}
+        assert cell.dense_key == dense_fp32.key  # speedup vs the fp32 dense model, same runtime
+        assert " int8 " in cell.label()
+    pruned_int8 = next(c for c in int8 if c.prune.pruner != DENSE)
+    assert pruned_int8.prune.key == pruned_fp32.prune.key  # same pruned weights, trained and pruned once
+    assert parse_spec(json.dumps(tiny_spec(name="q")), "s.json").model_dump(mode="json")["pruning"][0] == \
+        {"pruner": "magnitude", "sparsities": [0.5], "params": {}, "fine_tune": None}  # spec hashes stable
+
+
+def test_store_migration_adds_the_int8_columns_to_an_old_database(tmp_path):
+    path = tmp_path / "old.db"
+    old = [(n, t) for n, t in CELL_COLUMNS if n not in NEW_COLUMNS]
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE cells ({', '.join(f'{n} {t}' for n, t in old)})")
+        conn.execute("INSERT INTO cells (cell_key, spec_name, mse, status) VALUES ('k1', 's', 0.5, 'ok')")
+    with Store(path) as store:
+        row = store.get("k1")
+        assert row["mse"] == 0.5 and row["status"] == "ok"
+        assert all(name in row and row[name] is None for name in NEW_COLUMNS)
+        store.put({"cell_key": "k2", "spec_name": "s", "quantize": "static-int8", "model_bytes": 10,
+                   "model_bytes_compressed": 4, "peak_rss_mb": 1.5, "rel_err_vs_torch": 0.01, "status": "ok"})
+        assert store.get("k2")["model_bytes_compressed"] == 4
+    with Store(path) as store:  # reopening migrates nothing twice
+        assert len(store.rows()) == 2
+
+
+def test_spec_run_stores_quantized_cells_with_all_columns(registry, tmp_path):
+    from tsbench_core.runner import run
+
+    spec_dict = tiny_spec(name="int8-run", runtimes=[{"plugin": "torch-eager"}, {"plugin": "onnxruntime"}])
+    spec_dict["training"] |= {"epochs": 2, "max_train_batches": 10}
+    # windows long enough that the weights, not the graph, dominate the file (so INT8 is visibly smaller)
+    spec_dict["datasets"][0] |= {"params": {"length": 800, "n_vars": 2, "periods": [12]}, "seq_len": 96,
+                                 "pred_len": [48]}
+    spec_dict["pruning"] = [
+        {"pruner": "magnitude", "sparsities": [0.5], "quantize": {"calibration_batches": 3, "tolerance": 0.5}},
+        # an impossible tolerance: the gate fails and the cell is stored failed, with the error figure
+        {"pruner": "magnitude", "sparsities": [0.5], "quantize": {"calibration_batches": 2, "tolerance": 1e-9}},
+    ]
+    spec = parse_spec(json.dumps(spec_dict), "s.json")
+    with Store(tmp_path / "r.db") as store:
+        summary = run(spec, store, registry=registry)
+        rows = store.rows("int8-run")
+    by = {(r["pruner"], r["runtime"], r["quantize"],
+           (r["runtime_info"] or {}).get("quantize", {}).get("calibration_batches")): r for r in rows}
+    assert summary.total == len(rows) == 2 + 2 * 2 * 2  # fp32 dense + (dense, pruned) x 2 configs x 2 runtimes
+    eager = [r for r in rows if r["quantize"] and r["runtime"] == "torch-eager"]
+    assert len(eager) == 4 and all(r["status"] == "skipped" and "cannot run an INT8" in r["error"] for r in eager)
+    dense_fp32 = by[(DENSE, "onnxruntime", None, None)]
+    assert dense_fp32["model_bytes"] > 0 and dense_fp32["peak_rss_mb"] > 0  # fp32 ONNX cells get them too
+    for pruner in (DENSE, "magnitude"):
+        row = by[(pruner, "onnxruntime", "static-int8", 3)]
+        assert row["status"] == "ok", row["error"]
+        assert row["runtime_info"]["quantize"]["calibration_batches"] == 3
+        assert row["runtime_info"]["quantize"]["qdq_nodes"]["DequantizeLinear"] > 0
+        for column in ("mse", "mae", "latency_ms_median", "model_bytes", "model_bytes_compressed", "peak_rss_mb",
+                       "rel_err_vs_torch", "max_abs_err_vs_torch", "speedup_vs_dense"):
+            assert row[column] is not None and row[column] > 0, column
+        assert row["model_bytes"] < row["runtime_info"]["fp32_model_bytes"]  # int8 weights: smaller file
+        assert row["dense_cell_key"] == dense_fp32["cell_key"]
+        assert row["mse"] != row["runtime_info"]["fp32_metrics"]["mse"]  # measured through the INT8 runtime
+    pruned = by[("magnitude", "onnxruntime", "static-int8", 3)]
+    assert pruned["model_bytes_compressed"] < by[(DENSE, "onnxruntime", "static-int8", 3)]["model_bytes_compressed"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {(r["pruner"], r["runtime"]) for r in failed} == {(DENSE, "onnxruntime"), ("magnitude", "onnxruntime")}
+    for row in failed:
+        assert "relative error" in row["error"] and row["rel_err_vs_torch"] > 1e-9
+        assert row["mse"] is None and row["latency_ms_median"] is None  # no fp32 figure passed off as INT8
+
+
+def test_bench_quantize_int8_via_the_cli(registry, capsys):
+    from tsbench_core.cli import main
+
+    runtimes = ["onnxruntime"] + (["deepsparse"] if availability_of(registry.get("runtime", "deepsparse")).available
+                                  else [])
+    argv = ["bench", "--model", "dlinear", "--sparsity", "0.8", "--batch-size", "4",
+            "--threads", "1", "--warmup", "1", "--repeats", "3",
+            "--quantize", "int8", "--json", "--runtime", "torch-eager"]
+    for name in runtimes:
+        argv += ["--runtime", name]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    int8 = {r["runtime"]: r for r in rows if r["precision"] == "int8"}
+    fp32 = {r["runtime"]: r for r in rows if r["precision"] == "fp32"}
+    assert set(int8) == set(runtimes) and set(fp32) == {"torch-eager", *runtimes}
+    for name, row in int8.items():
+        assert row["status"] == "ok", row.get("reason")
+        assert row["dense_ms"] == fp32[name]["dense_ms"]  # beside the fp32 dense model of the same runtime
+        assert row["speedup"] == pytest.approx(row["dense_ms"] / row["pruned_ms"])
+        assert row["speedup_vs_eager_dense"] == pytest.approx(fp32["torch-eager"]["dense_ms"] / row["pruned_ms"])
+        assert 0 < row["int8_rel_err"] <= 0.1
+        assert row["pruned_model_bytes_compressed"] < fp32[name]["pruned_model_bytes_compressed"]
+    if "deepsparse" in int8:  # the whole INT8 graph runs inside the engine
+        assert int8["deepsparse"]["pruned_info"]["fraction_of_supported_ops"] == 1.0
