@@ -8,6 +8,7 @@ from model_checks_a import (
     ETTH1,
     SMALL,
     build,
+    check_deploy_equivalence,
     check_gradients,
     check_onnx,
     check_round_trip,
@@ -16,6 +17,7 @@ from model_checks_a import (
     check_training_lowers_val_loss,
     count_transformer,
     n_params,
+    set_deploy,
     small_shape,
 )
 
@@ -86,3 +88,61 @@ def test_onnx_export_matches_torch(opset: int) -> None:
 
 def test_short_training_lowers_validation_loss() -> None:
     check_training_lowers_val_loss(NAME, **SMALL)
+
+
+# --- deploy form: heads folded into the batch, fused q/k/v projections (what DeepSparse runs fastest) --------
+def test_deploy_form_switches_every_full_attention_and_keeps_the_parameters() -> None:
+    shape = small_shape()
+    model = build(NAME, shape, **SMALL).eval()
+    keys, count = list(model.state_dict()), n_params(model)
+    # one inner attention per attention block: e_layers self-attentions, d_layers self- and cross-attentions
+    assert set_deploy(model) == SMALL["e_layers"] + 2 * SMALL["d_layers"]
+    assert list(model.state_dict()) == keys and n_params(model) == count
+
+
+def test_deploy_form_matches_on_random_inputs() -> None:
+    shape = small_shape()
+    model = build(NAME, shape, **SMALL)
+    check_deploy_equivalence(model, example_inputs(shape, 4, seed=7))
+
+
+def test_deploy_form_matches_on_real_etth1(etth1_test_batch) -> None:
+    model = build(NAME, ETTH1, d_model=64, n_heads=4, d_ff=128, e_layers=2, d_layers=1)
+    check_deploy_equivalence(model, etth1_test_batch.inputs)
+
+
+def test_deploy_form_fuses_the_projections_in_the_export(tmp_path) -> None:
+    """Self-attention: q, k, v in one MatMul (saves 2); cross-attention: k, v in one (saves 1)."""
+    from sparse_runtime.export import export_onnx
+
+    shape = small_shape()
+    model = build(NAME, shape, **SMALL).eval()
+    inputs = example_inputs(shape, 2)
+    plain = export_onnx(model, inputs, tmp_path / "plain.onnx", deploy_form=False).op_counts
+    deploy = export_onnx(model, inputs, tmp_path / "deploy.onnx").op_counts
+    e, d = SMALL["e_layers"], SMALL["d_layers"]
+    assert plain["MatMul"] - deploy["MatMul"] == 2 * (e + d) + d
+    assert deploy["Split"] == e + 2 * d and "Split" not in plain
+
+
+@pytest.mark.parametrize("mask_dims", [0, 2, 3, 4])
+@pytest.mark.parametrize(("length", "source"), [(6, 6), (5, 9)])
+def test_folded_attention_equals_the_training_form(mask_dims: int, length: int, source: int) -> None:
+    from plugins.models.layers.attention import MASK_VALUE, AttentionLayer, FullAttention
+
+    g = torch.Generator().manual_seed(10 * length + mask_dims)
+    batch, heads, width = 3, 2, 8
+    causal = mask_dims == 0 and length == source
+    layer = AttentionLayer(FullAttention(causal, attention_dropout=0.0), width, heads).eval()
+    x, cross = torch.randn(batch, length, width, generator=g), torch.randn(batch, source, width, generator=g)
+    keys = x if length == source else cross
+    full = (batch, heads, length, source)
+    mask = None
+    if mask_dims:
+        mask = (torch.rand(full[-mask_dims:], generator=g) < 0.3).float() * MASK_VALUE
+    with torch.no_grad():
+        want, _ = layer(x, keys, keys, mask)
+        layer.inner_attention.set_deploy_form(True)
+        got, _ = layer(x, keys, keys, mask)
+    assert got.shape == want.shape == (batch, length, width)
+    assert float((got - want).abs().max()) <= 1e-5

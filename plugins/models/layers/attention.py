@@ -80,9 +80,8 @@ class FullAttention(nn.Module):
         k = keys.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, source)
         v = values.permute(0, 2, 1, 3).reshape(batch * heads, source, value_dim)
         scores = torch.matmul(q, k) * scale
-        if attn_mask is not None and attn_mask.dim() > 2:  # [B, L, S] or [B|1, H|1, L, S]: add unfolded
-            mask = attn_mask if attn_mask.dim() == 4 else attn_mask.unsqueeze(1)
-            scores = (scores.view(batch, heads, length, source) + mask).reshape(batch * heads, length, source)
+        if attn_mask is not None and attn_mask.dim() > 2:  # broadcast against [B, H, L, S] as in training
+            scores = (scores.view(batch, heads, length, source) + attn_mask).reshape(batch * heads, length, source)
         else:
             scores = self._scores_mask(scores, length, attn_mask)
         weights = self.dropout(torch.softmax(scores, dim=-1))
