@@ -87,22 +87,24 @@ def sparsity_of(row: Row) -> float:
 
 
 def model_rows(rows: Iterable[Row]) -> list[Row]:
-    """One row per (model, pruner, target sparsity): the model columns are the same on every runtime.
+    """One row per (model, pruner, target sparsity, quantize): the model columns are the same on every runtime
+    (INT8 accuracy is measured per runtime; the first ok runtime's figure stands for the job).
 
     Prefers an ``ok`` row; a job with no ok row keeps its first row (so a failure still shows up).
     """
     chosen: dict[tuple[Any, ...], Row] = {}
     for row in rows:
-        key = (row.get("model"), row.get("pruner"), row.get("target_sparsity"))
+        key = (row.get("model"), row.get("pruner"), row.get("target_sparsity"), row.get("quantize"))
         if key not in chosen or (chosen[key].get("status") != STATUS_OK and row.get("status") == STATUS_OK):
             chosen[key] = row
     return list(chosen.values())
 
 
 def dense_mse(rows: Iterable[Row], model: str) -> float | None:
-    """Test MSE of the dense reference of ``model`` among ``rows``."""
+    """Test MSE of the dense fp32 reference of ``model`` among ``rows``."""
     for row in rows:
-        if row.get("model") == model and row.get("pruner") == DENSE and row.get("mse") is not None:
+        if (row.get("model") == model and row.get("pruner") == DENSE and not row.get("quantize")
+                and row.get("mse") is not None):
             return float(row["mse"])
     return None
 
@@ -138,3 +140,19 @@ def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if run.get("environment"):
             return run["environment"]
     return {}
+
+
+def pruner_label(row: Row) -> str:
+    """The pruner of a row, with ``+int8`` for quantized cells."""
+    name = str(row.get("pruner") or "?")
+    return f"{name}+int8" if row.get("quantize") else name
+
+
+def fp32_twin(rows: Iterable[Row], row: Row) -> Row | None:
+    """The ok fp32 row of the same model, pruner, sparsity, runtime and batch size as a quantized ``row``."""
+    for other in rows:
+        if (not other.get("quantize") and other.get("status") == STATUS_OK
+                and all(other.get(k) == row.get(k) for k in ("model", "pruner", "target_sparsity", "runtime",
+                                                              "batch_size"))):
+            return other
+    return None

@@ -18,7 +18,16 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from tsbench_core.cells import DENSE
 from tsbench_core.report.benchjson import BenchEntry
-from tsbench_core.report.data import Row, Section, dense_mse, model_rows, pareto_front, per_sample_ms, sparsity_of
+from tsbench_core.report.data import (
+    Row,
+    Section,
+    dense_mse,
+    model_rows,
+    pareto_front,
+    per_sample_ms,
+    pruner_label,
+    sparsity_of,
+)
 from tsbench_core.report.files import write_atomic
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -85,9 +94,9 @@ def mse_vs_sparsity(section: Section) -> Figure | None:
     fig, axes = _figure(len(models))
     for ax, model in zip(axes, models, strict=True):
         mine = [r for r in rows if r["model"] == model]
-        pruners = list(dict.fromkeys(r["pruner"] for r in mine if r["pruner"] != DENSE))
+        pruners = list(dict.fromkeys(pruner_label(r) for r in mine if pruner_label(r) != DENSE))
         for i, pruner in enumerate(pruners):
-            pts = sorted((sparsity_of(r), float(r["mse"])) for r in mine if r["pruner"] == pruner)
+            pts = sorted((sparsity_of(r), float(r["mse"])) for r in mine if pruner_label(r) == pruner)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=pruner, **_style(i))
         reference = dense_mse(mine, model)
         if reference is not None:
@@ -116,10 +125,10 @@ def speedup_vs_sparsity(section: Section) -> Figure | None:
         ax.plot(grid, 1.0 / (1.0 - grid), color="grey", linestyle=":", linewidth=1.5, label="ideal 1/density")
         ax.axhline(1.0, color="black", linewidth=0.8)
         mine = [r for r in timed if r["runtime"] == runtime]
-        series = list(dict.fromkeys((r["model"], r["pruner"], r.get("batch_size")) for r in mine))
+        series = list(dict.fromkeys((r["model"], pruner_label(r), r.get("batch_size")) for r in mine))
         for i, (model, pruner, batch) in enumerate(series):
             pts = [(sparsity_of(r), float(r["speedup_vs_dense"])) for r in mine
-                   if (r["model"], r["pruner"], r.get("batch_size")) == (model, pruner, batch)]
+                   if (r["model"], pruner_label(r), r.get("batch_size")) == (model, pruner, batch)]
             pts.sort()
             label = f"{model} · {pruner}" + (f" · bs{batch}" if several_bs else "")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **_style(i))
@@ -162,7 +171,7 @@ def latency_vs_macs(section: Section) -> Figure | None:
 
 def short_label(row: Row) -> str:
     sparsity = "" if row.get("pruner") == DENSE else f"@{row.get('target_sparsity', 0):g}"
-    return f"{row.get('model')} {row.get('pruner')}{sparsity} {row.get('runtime')}"
+    return f"{row.get('model')} {pruner_label(row)}{sparsity} {row.get('runtime')}"
 
 
 def accuracy_latency_pareto(section: Section) -> Figure | None:
@@ -191,6 +200,45 @@ def accuracy_latency_pareto(section: Section) -> Figure | None:
     ax.legend(fontsize="small")
     ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}")
     return fig
+
+
+def size_tradeoff(section: Section) -> Figure | None:
+    """Sparse + INT8: test MSE and latency per window against the compressed model size, one colour per model,
+    circles fp32 and triangles INT8, one panel pair per runtime; None without INT8 cells."""
+    rows = [r for r in section.ok_rows if r.get("model_bytes_compressed") and r.get("mse") is not None]
+    if not any(r.get("quantize") for r in rows):
+        return None
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = _figure_pairs(len(runtimes))  # each runtime's pair side by side
+    for r_i, runtime in enumerate(runtimes):
+        ax_mse, ax_ms = axes[2 * r_i], axes[2 * r_i + 1]
+        for m_i, model in enumerate(models):
+            for quantized in (False, True):
+                mine = sorted((r for r in rows if r["runtime"] == runtime and r["model"] == model
+                               and bool(r.get("quantize")) == quantized), key=lambda r: r["model_bytes_compressed"])
+                if not mine:
+                    continue
+                style = {"color": COLORS[m_i % len(COLORS)], "marker": "^" if quantized else "o",
+                         "linestyle": "--" if quantized else "-", "alpha": 0.85}
+                label = f"{model} {'int8' if quantized else 'fp32'}"
+                sizes = [r["model_bytes_compressed"] for r in mine]
+                ax_mse.plot(sizes, [r["mse"] for r in mine], label=label, **style)
+                ax_ms.plot(sizes, [per_sample_ms(r) for r in mine], label=label, **style)
+        for ax, ylabel in ((ax_mse, "test MSE (scaled data)"), (ax_ms, "median latency per window (ms)")):
+            _log_axis(ax.xaxis, use_si=True)
+            ax.set_xlabel("compressed model size (bytes; bitmask-encoded weights)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{runtime}: {'accuracy' if ax is ax_mse else 'latency'} vs size", fontsize="medium")
+        ax_mse.legend(fontsize="x-small")
+    return fig
+
+
+def _figure_pairs(n_pairs: int) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(10.4, 4.0 * n_pairs), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(n_pairs, 2, squeeze=False).ravel().tolist()
 
 
 def benchmark_medians(entries: Sequence[BenchEntry], store_rows: Sequence[Row] = ()) -> Figure | None:
@@ -240,4 +288,5 @@ PLOTS = (
     ("speedup_vs_sparsity", "Speedup vs sparsity", speedup_vs_sparsity),
     ("latency_vs_macs", "Latency vs MACs", latency_vs_macs),
     ("pareto", "Accuracy–latency Pareto front", accuracy_latency_pareto),
+    ("int8_size_tradeoff", "Sparse + INT8: accuracy and latency vs compressed size", size_tradeoff),
 )
