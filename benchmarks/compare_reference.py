@@ -7,7 +7,7 @@ separate venv (see docs/models.md, "Speed against a reference implementation")::
     /work/nfvenv/bin/pip install torch==2.13.0          # first and pinned: keeps pip off the CUDA build
     /work/nfvenv/bin/pip install neuralforecast==3.3.0 "pyarrow<21"   # pyarrow 21+ needs numpy 2
     /work/nfvenv/bin/pip install -e .                   # tsbench, core dependencies
-    /work/nfvenv/bin/python benchmarks/compare_reference.py --out-dir bench_out/reference
+    /work/nfvenv/bin/python benchmarks/compare_reference.py --out-dir tsbench-results/reference
 
 Both sides are built at the same architecture hyperparameters (ETTh1 defaults of the long-term-forecasting
 scripts) and fed inputs of the same shapes. NeuralForecast's Transformer family, PatchTST and DLinear are
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="windows per call for the univariate models (default 32 windows x 7 channels)")
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="fast models: raise the rounds until each side runs about this long")
-    parser.add_argument("--out-dir", type=Path, default=Path("bench_out/reference"))
+    parser.add_argument("--out-dir", type=Path, default=Path("tsbench-results/reference"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
