@@ -313,14 +313,14 @@ def _panel_structured(ax: Any, recs: Sequence[dict[str, Any]]) -> None:
         ax.legend(fontsize=7)
 
 
-def report(out: Path) -> list[Path]:
-    """summary.json, summary.md and the plots from every sweep JSON in ``out``."""
+def report(out: Path, plots: bool = True) -> list[Path]:
+    """summary.json, summary.md and (``plots``) the plots from every sweep JSON in ``out``."""
     records = summarize(load_rows(out))
     _write_json(out / "summary.json", records)
     tmp = out / ".summary.md.tmp"
     tmp.write_text(summary_markdown(records))
     os.replace(tmp, out / "summary.md")
-    return [out / "summary.json", out / "summary.md", *plot_sweep(records, out / "plots")]
+    return [out / "summary.json", out / "summary.md", *(plot_sweep(records, out / "plots") if plots else [])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
