@@ -151,3 +151,33 @@ def test_bench_quantize_int8_via_the_cli(registry, capsys):
         assert row["pruned_model_bytes_compressed"] < fp32[name]["pruned_model_bytes_compressed"]
     if "deepsparse" in int8:  # the whole INT8 graph runs inside the engine
         assert int8["deepsparse"]["pruned_info"]["fraction_of_supported_ops"] == 1.0
+
+
+def test_report_shows_int8_beside_its_fp32_twin():
+    """On fabricated rows (not measurements): the INT8 table pairs each INT8 cell with the fp32 cell of the same
+    weights and runtime, and the size trade-off plot is drawn only when INT8 cells exist."""
+    from tsbench_core.report.data import Section
+    from tsbench_core.report.plots import size_tradeoff
+    from tsbench_core.report.tables import int8_table, latency_table
+
+    base = {"spec_name": "s", "dataset": "d", "pred_len": 8, "seq_len": 16, "model": "m", "batch_size": 4,
+            "runtime": "onnxruntime", "status": "ok", "pruner": "magnitude", "target_sparsity": 0.9}
+    fp32 = {**base, "quantize": None, "mse": 0.5, "model_bytes": 4000, "model_bytes_compressed": 2100,
+            "peak_rss_mb": 10.0, "latency_ms_median": 2.0}
+    int8 = {**base, "quantize": "static-int8", "mse": 0.52, "model_bytes": 1500, "model_bytes_compressed": 900,
+            "peak_rss_mb": 6.0, "latency_ms_median": 1.0, "rel_err_vs_torch": 0.03, "speedup_vs_dense": 3.0}
+    dense = {**base, "pruner": DENSE, "target_sparsity": 0.0, "quantize": None, "mse": 0.4,
+             "model_bytes": 4000, "model_bytes_compressed": 4000, "latency_ms_median": 3.0}
+    section = Section("s", "d", 8, 16, [dense, fp32, int8])
+    table = int8_table(section)
+    assert table is not None and len(table.rows) == 1
+    cells = dict(zip(table.headers, table.rows[0], strict=True))
+    assert cells["MSE fp32"] == "0.5000" and cells["MSE int8"] == "0.5200"
+    assert cells["ΔMSE int8 vs fp32"] == "+4.0%"  # 0.52 / 0.5 - 1
+    assert cells["MB int8 (compr.)"] == "0.001" and cells["MB fp32 (compr.)"] == "0.002"
+    assert cells["int8 speedup vs dense fp32"] == "3.00×"
+    # fp32 and int8 cells of the same job are separate latency rows, the int8 one labelled
+    assert [row[1] for row in latency_table(section).rows] == ["dense", "magnitude", "magnitude+int8"]
+    assert size_tradeoff(section) is not None
+    plain = Section("s", "d", 8, 16, [dense, fp32])
+    assert int8_table(plain) is None and size_tradeoff(plain) is None
