@@ -29,6 +29,17 @@ def test_validate_accepts_good_and_rejects_bad_with_exit_2(write_spec):
     assert "Traceback" not in done.stderr
 
 
+def test_validate_checks_pruners_against_built_models(write_spec):
+    pruning = [{"pruner": "structured", "sparsities": [0.5]},
+               {"pruner": "magnitude", "sparsities": [0.5], "params": {"exclude": ["no_such_layer"]}}]
+    bad = write_spec(tiny_spec(pruning=pruning), "bad.json")
+    done = tsbench("validate", str(bad))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{bad}: pruning[0].pruner: with models[0] (dlinear): structured pruning finds no" in done.stderr
+    assert f"{bad}: pruning[1].params.exclude: with models[0] (dlinear):" in done.stderr
+    assert "'no_such_layer' matches no module" in done.stderr
+
+
 def test_missing_spec_file_is_a_user_error(tmp_path):
     done = tsbench("run", str(tmp_path / "nope.json"), "--store", str(tmp_path / "r.db"))
     assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr

@@ -25,6 +25,7 @@ from pydantic import (
 
 from tsbench_core.errors import UserError
 from tsbench_core.registry import Registry, unknown_name_message
+from tsbench_core.spec_models import check_pruners_against_models
 
 
 class StrictModel(BaseModel):
@@ -288,6 +289,7 @@ def validate_against(spec: Spec, registry: Registry, source: str) -> None:
         check("pruner", entry.pruner, entry.params, f"pruning[{i}]", "pruner")
     for i, entry in enumerate(spec.runtimes):
         check("runtime", entry.plugin, entry.params, f"runtimes[{i}]", "plugin")
+    problems.extend(check_pruners_against_models(spec, registry, source))
     if problems:
         raise SpecProblems(source, problems)
 
