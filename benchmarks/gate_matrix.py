@@ -214,7 +214,8 @@ def markdown(results: Sequence[dict[str, Any]], runtimes: Sequence[str] = RUNTIM
                          + " | ".join("-" for _ in runtimes) + " |")
         for variant, entry in res["variants"].items():
             if entry.get("status") in ("prune failed", "not applicable"):
-                lines.append(f"| {res['model']} | {variant} | **{entry['status']}**: "
+                status = "not applicable" if "no inner channel group" in entry.get("reason", "") else entry["status"]
+                lines.append(f"| {res['model']} | {variant} | **{status}**: "
                              f"{entry['reason'][:160].replace('|', '/')} | | " + " | ".join("-" for _ in runtimes)
                              + " |")
                 continue
