@@ -16,6 +16,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pred_len", "H"),
     ("model", "model"),
     ("pruner", "pruner"),
+    ("quantize", "quant"),
     ("target_sparsity", "target"),
     ("achieved_sparsity", "sparsity"),
     ("params_nonzero", "params≠0"),
@@ -58,7 +59,7 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
 
     table = Table(title=title, show_lines=False)
     for column, header in SUMMARY_COLUMNS:
-        numeric = column not in ("dataset", "model", "pruner", "runtime", "status")
+        numeric = column not in ("dataset", "model", "pruner", "quantize", "runtime", "status")
         table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
     for row in rows:
         cells = [format_value(c, row.get(c)) for c, _ in SUMMARY_COLUMNS]
