@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsbench_core.spec import parse_spec, validate_against
+from tsbench_core.spec import parse_spec
 from tsbench_core.spec_models import _data_shape, check_pruners_against_models
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -31,9 +31,8 @@ def _spec(pruning: list[dict], models: list[dict] | None = None, dataset_params:
         "models": models or [TRANSFORMER],
         "pruning": pruning,
     }
-    spec = parse_spec(json.dumps(raw), "t.json")
-    validate_against(spec, _registry(), "t.json")
-    return spec
+    # Structure only: validate_against itself runs the model checks these tests call directly.
+    return parse_spec(json.dumps(raw), "t.json")
 
 
 def _problems(spec) -> list[str]:
