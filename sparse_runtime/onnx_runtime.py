@@ -65,16 +65,7 @@ class OnnxRuntimeRuntime:
 
         p = coerce_params(params, OrtParams)
         export = export_onnx(model, example_inputs, Path(workdir) / "model.ort.onnx", opset=p.opset)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[p.graph_optimization]
+        opts = session_options(threads, p.graph_optimization)
         try:
             session = ort.InferenceSession(str(export.path), sess_options=opts,
                                            providers=["CPUExecutionProvider"])
@@ -87,3 +78,20 @@ class OnnxRuntimeRuntime:
 
 
 PLUGINS = (OnnxRuntimeRuntime(),)
+
+
+def session_options(threads: int, graph_optimization: str) -> Any:
+    """ONNX Runtime options for timing: ``threads`` intra-op threads, sequential, the given optimisation level."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization]
+    return opts

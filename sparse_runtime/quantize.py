@@ -292,18 +292,9 @@ def open_session(runtime: str, export: ExportResult, *, threads: int, batch_size
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        from sparse_runtime.onnx_runtime import OrtSession
+        from sparse_runtime.onnx_runtime import OrtSession, session_options
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[graph_optimization]
+        opts = session_options(threads, graph_optimization)
         try:
             session = ort.InferenceSession(str(export.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
