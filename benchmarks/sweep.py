@@ -40,6 +40,9 @@ STRUCTURED_RUNTIMES = ("onnxruntime", "torch-compile")
 TARGET_DEEPSPARSE = 4.0  # DeepSparse pruned vs DeepSparse dense
 TARGET_VS_EAGER = 6.0  # DeepSparse pruned vs torch-eager dense
 TARGET_STRUCTURED = 0.9  # wall-clock speedup / dense-kernel MAC reduction
+# The rest of issue #6's "done when" matrix (every model x {dense, magnitude 90 %, structured 50 %} timed on
+# torch-compile, onnxruntime and DeepSparse), planned after the ratio sweep, one file per call.
+MATRIX_EXTRAS = (("magnitude", 0.9, ("onnxruntime", "torch-compile")), ("structured", 0.5, ("deepsparse",)))
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,34 @@ class Job:
     pruner: str
     sparsity: float
     runtimes: tuple[str, ...]
+    tag: str = ""  # distinguishes an extra call on the same (model, pruner, sparsity)
 
     @property
     def filename(self) -> str:
-        return f"{self.model}-{self.pruner}-{self.sparsity:g}.json"
+        return f"{self.model}-{self.pruner}-{self.sparsity:g}{'-' + self.tag if self.tag else ''}.json"
+
+    @property
+    def argument(self) -> str:
+        """The ``--job`` form of this call (read back by ``parse_job``)."""
+        return f"{self.model}:{self.pruner}:{self.sparsity:g}:{','.join(self.runtimes)}:{self.tag}"
+
+
+def parse_job(text: str) -> Job:
+    model, pruner, sparsity, runtimes, *tag = text.split(":")
+    return Job(model, pruner, float(sparsity), tuple(runtimes.split(",")), tag[0] if tag else "")
 
 
 def plan(models: Sequence[str] = MODELS, sparsities: Sequence[float] = SPARSITIES, *,
-         magnitude_ort: bool = False, pruners: Sequence[str] = ("magnitude", "structured")) -> list[Job]:
-    """The calls of a sweep, model by model (so a partial sweep has whole models)."""
+         magnitude_ort: bool = False, pruners: Sequence[str] = ("magnitude", "structured"),
+         matrix: bool = False) -> list[Job]:
+    """The calls of a sweep, model by model (so a partial sweep has whole models); with ``matrix``, the
+    ``MATRIX_EXTRAS`` calls of every model follow (tagged ``matrix``)."""
     magnitude = MAGNITUDE_RUNTIMES + (("onnxruntime",) if magnitude_ort else ())
     runtimes = {"magnitude": magnitude, "structured": STRUCTURED_RUNTIMES}
-    return [Job(m, p, float(s), runtimes[p]) for m in models for s in sparsities for p in pruners]
+    jobs = [Job(m, p, float(s), runtimes[p]) for m in models for s in sparsities for p in pruners]
+    if matrix:
+        jobs += [Job(m, p, s, rts, "matrix") for p, s, rts in MATRIX_EXTRAS for m in models if p in pruners]
+    return jobs
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -112,7 +131,7 @@ def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dic
                 rows = [{"model": job.model, "pruner": job.pruner, "sparsity": job.sparsity, "runtime": r,
                          "status": "failed", "reason": f"{type(exc).__name__}: {exc}"} for r in job.runtimes]
         payload = {"job": {"model": job.model, "pruner": job.pruner, "sparsity": job.sparsity,
-                           "runtimes": list(job.runtimes)},
+                           "runtimes": list(job.runtimes), "tag": job.tag},
                    "bench_kwargs": {k: v for k, v in bench_kwargs.items() if k != "registry"},
                    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                    "duration_s": round(time.time() - started, 1), "machine": machine(), "rows": rows}
@@ -133,8 +152,8 @@ def _crash_line(stderr: str) -> str:
 def child_runner(out: Path, bench_args: Sequence[str]) -> Callable[[Job], tuple[int, str]]:
     """``isolate`` for ``run_jobs``: each job in ``python sweep.py --job ...`` (same bench arguments)."""
     def run(job: Job) -> tuple[int, str]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--job",
-               f"{job.model}:{job.pruner}:{job.sparsity:g}:{','.join(job.runtimes)}", *bench_args]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(out), "--job", job.argument,
+               *bench_args]
         proc = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True, check=False)
         sys.stderr.write(proc.stderr[-4000:])
         return proc.returncode, proc.stderr
@@ -330,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sparsities", default=",".join(f"{s:g}" for s in SPARSITIES))
     ap.add_argument("--pruners", default="magnitude,structured")
     ap.add_argument("--magnitude-ort", action="store_true", help="also time magnitude-pruned models on onnxruntime")
+    ap.add_argument("--matrix", action="store_true", help="then time the rest of the done-when matrix: "
+                    "magnitude 90 %% on onnxruntime + torch-compile, structured 50 %% on deepsparse")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--warmup", type=int, default=5)
@@ -338,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plot-only", action="store_true", help="only rebuild the summary and plots")
     ap.add_argument("--in-process", action="store_true", help="run the calls in this process, not one child "
                     "process per call (a DeepSparse abort then ends the sweep)")
-    ap.add_argument("--job", help=argparse.SUPPRESS)  # model:pruner:sparsity:rt1,rt2 — one call, in a child
+    ap.add_argument("--job", help=argparse.SUPPRESS)  # model:pruner:sparsity:rt1,rt2[:tag] — one call, in a child
     args = ap.parse_args(argv)
     bench_kwargs = {"batch_size": args.batch_size, "threads": args.threads, "warmup": args.warmup,
                     "repeats": args.repeats}
@@ -346,13 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.job:
         from tsbench_core.registry import load_plugins
 
-        model, pruner, sparsity, runtimes = args.job.split(":")
-        run_jobs([Job(model, pruner, float(sparsity), tuple(runtimes.split(",")))], args.out, log=log,
-                 retry_failed=True, registry=load_plugins(), **bench_kwargs)
+        run_jobs([parse_job(args.job)], args.out, log=log, retry_failed=True, registry=load_plugins(),
+                 **bench_kwargs)
         return 0
     if not args.plot_only:
         jobs = plan([m for m in args.models.split(",") if m], [float(s) for s in args.sparsities.split(",") if s],
-                    magnitude_ort=args.magnitude_ort, pruners=[p for p in args.pruners.split(",") if p])
+                    magnitude_ort=args.magnitude_ort, pruners=[p for p in args.pruners.split(",") if p],
+                    matrix=args.matrix)
         if args.in_process:
             from tsbench_core.registry import load_plugins
 

@@ -41,6 +41,21 @@ def test_plan_covers_models_sparsities_and_runtimes() -> None:
     assert with_ort[0].filename == "transformer-magnitude-0.9.json"
 
 
+def test_matrix_extras_come_last_in_their_own_files() -> None:
+    base = sweep.plan(["transformer", "dlinear"], [0.5, 0.9])
+    jobs = sweep.plan(["transformer", "dlinear"], [0.5, 0.9], matrix=True)
+    assert jobs[:len(base)] == base
+    extras = jobs[len(base):]
+    assert [(j.model, j.pruner, j.sparsity, j.runtimes) for j in extras] == [
+        ("transformer", "magnitude", 0.9, ("onnxruntime", "torch-compile")),
+        ("dlinear", "magnitude", 0.9, ("onnxruntime", "torch-compile")),
+        ("transformer", "structured", 0.5, ("deepsparse",)),
+        ("dlinear", "structured", 0.5, ("deepsparse",))]
+    assert extras[0].filename == "transformer-magnitude-0.9-matrix.json"
+    assert len({j.filename for j in jobs}) == len(jobs)
+    assert all(sweep.parse_job(j.argument) == j for j in jobs)
+
+
 def _fabricated_bench(calls: list):
     def bench_fn(model, pruner, sparsity, runtimes, **kwargs):
         calls.append((model, pruner, sparsity, tuple(runtimes), kwargs.get("batch_size")))
