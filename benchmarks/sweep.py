@@ -96,13 +96,15 @@ def _all_failed(path: Path) -> bool:
 
 def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dict[str, Any]]] | None = None,
              retry_failed: bool = False, log: Callable[[str], None] = print,
-             isolate: Callable[[Job], tuple[int, str]] | None = None, **bench_kwargs: Any) -> list[Path]:
+             isolate: Callable[[Job], tuple[int, str]] | None = None, pause_file: Path | None = None,
+             **bench_kwargs: Any) -> list[Path]:
     """Run every job whose JSON is not in ``out`` yet; returns the files written now.
 
     ``bench_kwargs`` go to ``bench`` (batch_size, threads, warmup, repeats...). A call that raises (a pruner
     failing on a model) is written as one failed row, so the sweep goes on and the failure is on record.
     ``isolate(job) -> (exit code, stderr)`` runs the job in a child process that writes the file itself
     (``main`` passes one): DeepSparse 1.8 can abort the whole process, which then fails only that job.
+    While ``pause_file`` exists, the next call waits: other work can then use the machine between timed calls.
     """
     if bench_fn is None and isolate is None:
         from tsbench_core.bench import bench as bench_fn
@@ -113,6 +115,7 @@ def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dic
         if path.exists() and not (retry_failed and _all_failed(path)):
             log(f"skip {job.filename} (exists)")
             continue
+        _wait_while(pause_file, log)
         started = time.time()
         if isolate is not None:
             code, stderr = isolate(job)
@@ -140,6 +143,13 @@ def run_jobs(jobs: Iterable[Job], out: Path, *, bench_fn: Callable[..., list[dic
         statuses = ", ".join(f"{r['runtime']} {r.get('status')}" for r in rows)
         log(f"{job.filename}: {statuses} ({payload['duration_s']} s)")
     return written
+
+
+def _wait_while(pause_file: Path | None, log: Callable[[str], None]) -> None:
+    if pause_file is not None and pause_file.exists():
+        log(f"paused while {pause_file} exists")
+        while pause_file.exists():
+            time.sleep(2)
 
 
 def _crash_line(stderr: str) -> str:
@@ -355,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--pause-file", type=Path, help="wait before each call while this file exists")
     ap.add_argument("--retry-failed", action="store_true", help="re-run calls whose rows all failed")
     ap.add_argument("--plot-only", action="store_true", help="only rebuild the summary and plots")
     ap.add_argument("--in-process", action="store_true", help="run the calls in this process, not one child "
@@ -382,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             child_args = [f"--{k.replace('_', '-')}={v}" for k, v in bench_kwargs.items() if v is not None]
             run_jobs(jobs, args.out, retry_failed=args.retry_failed, log=log,
-                     isolate=child_runner(args.out, child_args))
+                     isolate=child_runner(args.out, child_args), pause_file=args.pause_file)
     for path in report(args.out):
         print(f"wrote {path}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,16 @@ def test_child_process_command_runs_one_job(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "dlinear-magnitude-0.5.json").read_text())["rows"]
     assert rows[0]["status"] == "ok" and rows[0]["batch_size"] == 2 and rows[0]["repeats"] == 1
+
+
+def test_run_jobs_waits_while_the_pause_file_exists(tmp_path: Path) -> None:
+    import threading
+
+    pause = tmp_path / "PAUSE"
+    pause.write_text("")
+    calls: list = []
+    threading.Timer(0.5, pause.unlink).start()
+    started = time.monotonic()
+    sweep.run_jobs(sweep.plan(["dlinear"], [0.5], pruners=["magnitude"]), tmp_path / "out",
+                   bench_fn=_fabricated_bench(calls), log=lambda s: None, pause_file=pause)
+    assert len(calls) == 1 and time.monotonic() - started >= 0.4
