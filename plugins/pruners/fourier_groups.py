@@ -12,6 +12,10 @@ The output dimension ``O`` is not prunable: like the reference, ``AttentionLayer
 block output as ``[B, L, H*O]``, which interleaves time and channels, so an output dimension is not a set of
 out-projection inputs. For the same reason whole heads are never removed from a Fourier block.
 
+A block may be shared: FEDformer, as the reference, hands one FEB-f to every encoder layer. Its input
+dimension ``e`` is then also the channel ``e`` of every sharing layer's query projection, so one group holds
+the block and the projections of all the layers that call it, and they lose the same dimensions together.
+
 DepGraph sees these layers coupled with free parameters and leaves them alone (``structured._plan`` puts
 them among the ignored layers); this module scores and slices them, and ``structured`` ranks their scores
 together with Torch-Pruning's groups.
@@ -29,16 +33,26 @@ from plugins.models.layers.fourier_blocks import FourierBlock, FourierCrossAtten
 
 @dataclass
 class FourierGroup:
-    """One attention layer around a Fourier block: its prunable input head dimensions."""
+    """One Fourier block and the attention layers that call it (one, or several for a shared block): the
+    prunable input head dimensions they have in common."""
 
-    name: str  # the attention layer
-    layer: nn.Module
+    block_name: str  # the block's name in ``named_modules`` (its first name when shared)
     block: FourierBlock | FourierCrossAttention
+    layers: list[tuple[str, nn.Module]]  # (name, attention layer) of every layer whose inner attention it is
     projections: list[tuple[str, nn.Linear]]  # (module name, layer) whose output channels are head dims
 
     @property
+    def name(self) -> str:
+        """The first attention layer around the block."""
+        return self.layers[0][0]
+
+    @property
+    def layer(self) -> nn.Module:
+        return self.layers[0][1]
+
+    @property
     def key(self) -> str:
-        """Name the group is ranked under (its query projection)."""
+        """Name the group is ranked under (its first query projection)."""
         return self.projections[0][0]
 
     @property
@@ -50,22 +64,29 @@ class FourierGroup:
         return int(self.block.weights1.shape[1])
 
     def member_names(self) -> list[str]:
-        """Modules whose own parameters shrink (for the reduction bookkeeping)."""
-        block_name = f"{self.name}.inner_attention" if self.name else "inner_attention"
-        return [n for n, _ in self.projections] + [block_name]
+        """Modules whose own parameters shrink (for the reduction bookkeeping), each once."""
+        return [n for n, _ in self.projections] + [self.block_name]
 
 
 def fourier_groups(model: nn.Module) -> list[FourierGroup]:
-    """Every attention layer of ``model`` whose inner attention is a Fourier block."""
-    groups = []
+    """One group per Fourier block of ``model``, with every attention layer whose inner attention it is."""
+    block_names = {id(m): n for n, m in model.named_modules()}  # deduplicated: a shared block's first name
+    groups: dict[int, FourierGroup] = {}
     for name, module in model.named_modules():
         block = getattr(module, "inner_attention", None)
         if not isinstance(block, FourierBlock | FourierCrossAttention):
             continue
         prefix = f"{name}." if name else ""
         projections = [(prefix + attr, getattr(module, attr)) for attr in block.coupled_projections]
-        groups.append(FourierGroup(name, module, block, projections))
-    return groups
+        group = groups.get(id(block))
+        if group is None:
+            groups[id(block)] = FourierGroup(block_names[id(block)], block, [(name, module)], projections)
+            continue
+        if int(module.n_heads) != group.heads:
+            raise ValueError(f"layers {group.name} and {name} share a Fourier block with different head counts")
+        group.layers.append((name, module))
+        group.projections.extend(projections)
+    return list(groups.values())
 
 
 def _local(weight: torch.Tensor, grad: torch.Tensor | None, taylor: bool) -> torch.Tensor:
@@ -114,7 +135,8 @@ def _slice_linear_out(linear: nn.Linear, rows: torch.Tensor) -> None:
 @torch.no_grad()
 def prune_group(group: FourierGroup, ratio: float, round_to: int | None, taylor: bool = False) -> int:
     """Remove the least important ``ratio`` of the head dimensions from every head of the group (the same
-    dimensions in each head); return the head dimensions left."""
+    dimensions in each head, in the block once and in the projections of every layer that calls it); return
+    the head dimensions left."""
     heads, dim = group.heads, group.head_dim
     keep = kept_dims(dim, heads, ratio, round_to)
     if keep >= dim:

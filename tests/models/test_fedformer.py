@@ -1,5 +1,6 @@
 """FEDformer: DFT matrices, Fourier blocks against complex-arithmetic implementations, seeded modes saved with
-the checkpoint, deploy form, the usual checks."""
+the checkpoint, the encoder's shared Fourier block (parameter parity with the reference), deploy form, the
+usual checks."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from model_checks_a import (
     set_deploy,
     small_shape,
 )
+from torch import nn
 
 from plugins.models.fedformer import FEDformerParams
 from plugins.models.layers.fourier import irdft_matrices, rdft_matrices
 from plugins.models.layers.fourier_blocks import FourierBlock, FourierCrossAttention, select_modes
-from tsbench_core.data import example_inputs
+from tsbench_core.accounting import count_macs, count_params
+from tsbench_core.data import DataShape, example_inputs
 
 NAME = "fedformer"
 
@@ -116,7 +119,7 @@ def test_modes_follow_the_seed_and_are_saved(tmp_path) -> None:
     b = build(NAME, shape, modes=4, mode_seed=1, **SMALL)
     c = build(NAME, shape, modes=4, mode_seed=2, **SMALL)
     index = {k: v for k, v in a.state_dict().items() if "index" in k}
-    assert len(index) == 5  # two encoder blocks, decoder self block, cross queries and keys
+    assert len(index) == 5  # the shared encoder block under both layers' names, decoder self, cross q and k
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in index.items())
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in index.items())
     # reload into a model built with another mode seed (and other weights): identical outputs
@@ -127,6 +130,7 @@ def test_defaults() -> None:
     p = FEDformerParams()
     assert (p.d_model, p.n_heads, p.e_layers, p.d_layers, p.d_ff, p.moving_avg) == (512, 8, 2, 1, 2048, 25)
     assert (p.modes, p.mode_select) == (32, "random")
+    assert p.share_encoder_block is True
 
 
 def test_output_shapes() -> None:
@@ -134,14 +138,132 @@ def test_output_shapes() -> None:
     check_shapes(NAME, [8], moving_avg=5, modes=4, mode_select="low", **SMALL)
 
 
-def test_parameter_count_at_etth1_defaults() -> None:
-    assert n_params(build(NAME, ETTH1)) == count_fedformer(ETTH1) == 18_924_551
+def fedformer_params(s: DataShape, encoder_blocks: int, d: int = 512, h: int = 8, e: int = 2, dl: int = 1,
+                     d_ff: int = 2048, modes: int = 32, marks: int = 4) -> int:
+    """Parameters of FEDformer (Fourier version), layer by layer as in Time-Series-Library's
+    ``models/FEDformer.py``, with ``encoder_blocks`` distinct encoder FEB-f (TSL: 1, built once as
+    ``encoder_self_att`` and given to every encoder layer). TSL also builds the decoder's two blocks once; ours
+    builds them per decoder layer, the same at d_layers = 1."""
+    embedding = 3 * s.enc_in * d + marks * d  # token Conv1d kernel 3 + timeF Linear, both without bias
+    attention_layer = 4 * (d * d + d)  # q, k, v, out projections with bias
+    feed_forward = 2 * d * d_ff  # two kernel-1 Conv1d without bias
+    encoder = e * (attention_layer + feed_forward) + 2 * d  # + the encoder's LayerNorm
+    trend_projection = 3 * d * s.c_out  # Conv1d kernel 3 without bias
+    decoder = dl * (2 * attention_layer + feed_forward + trend_projection) + 2 * d + d * s.c_out + s.c_out
+
+    def block(length: int) -> int:  # real and imaginary [H, E, O, modes] weights
+        return 2 * h * (d // h) * (d // h) * min(modes, length // 2)
+
+    dec_len = s.label_len + s.pred_len  # TSL: seq_len // 2 + pred_len, the same at ETTh1
+    fourier = encoder_blocks * block(s.seq_len) + dl * 2 * block(dec_len)
+    return 2 * embedding + encoder + decoder + fourier
+
+
+def _meta_build(shape: DataShape, **params: object) -> nn.Module:
+    with torch.device("meta"):  # 17-19 M parameters without allocating or initialising them
+        return build(NAME, shape, **params)
+
+
+def test_parameter_count_at_etth1_defaults_equals_the_reference() -> None:
+    reference = fedformer_params(ETTH1, encoder_blocks=1)
+    assert reference == 16_827_399
+    assert n_params(_meta_build(ETTH1)) == reference
+
+
+def test_unshared_encoder_blocks_give_the_old_count() -> None:
+    block = 2 * 8 * 64 * 64 * 32
+    unshared = n_params(_meta_build(ETTH1, share_encoder_block=False))
+    assert unshared == fedformer_params(ETTH1, encoder_blocks=2) == count_fedformer(ETTH1) == 18_924_551
+    assert unshared - n_params(_meta_build(ETTH1)) == block == 2_097_152
 
 
 def test_parameter_count_small_config() -> None:
     shape = small_shape(pred_len=24)  # decoder length 40: 20 modes available, 12 kept
-    model = build(NAME, shape, d_model=24, n_heads=3, d_ff=40, e_layers=3, d_layers=2, moving_avg=5, modes=12)
-    assert n_params(model) == count_fedformer(shape, d=24, h=3, e=3, dl=2, d_ff=40, modes=12)
+    config = {"d_model": 24, "n_heads": 3, "d_ff": 40, "e_layers": 3, "d_layers": 2, "moving_avg": 5, "modes": 12}
+    counts = {"d": 24, "h": 3, "e": 3, "dl": 2, "d_ff": 40, "modes": 12}
+    assert n_params(build(NAME, shape, **config)) == fedformer_params(shape, 1, **counts)
+    unshared = build(NAME, shape, share_encoder_block=False, **config)
+    assert n_params(unshared) == fedformer_params(shape, 3, **counts) == count_fedformer(shape, **counts)
+
+
+def test_encoder_layers_share_one_block() -> None:
+    shape = small_shape()
+    model = build(NAME, shape, modes=4, **(SMALL | {"e_layers": 3}))
+    blocks = [layer.attention.inner_attention for layer in model.encoder.layers]
+    assert all(b is blocks[0] for b in blocks) and isinstance(blocks[0], FourierBlock)
+    decoder_block = model.decoder.layers[0].self_attention.inner_attention
+    assert decoder_block is not blocks[0]
+    names = {n for n in model.state_dict() if n.endswith("inner_attention.weights1")}
+    assert len(names) == 3 + 2  # one name per layer ...
+    assert sum(1 for n, _ in model.named_parameters() if n.endswith("inner_attention.weights1")) == 1 + 2  # ...
+    unshared = build(NAME, shape, modes=4, share_encoder_block=False, **(SMALL | {"e_layers": 3}))
+    separate = [layer.attention.inner_attention for layer in unshared.encoder.layers]
+    assert len({id(b) for b in separate}) == 3
+
+
+def test_accounting_counts_a_shared_block_once_and_its_macs_per_call() -> None:
+    shape = small_shape()
+    shared = build(NAME, shape, moving_avg=5, modes=4, **SMALL)
+    unshared = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=False, **SMALL)
+    block = 2 * SMALL["n_heads"] * (SMALL["d_model"] // SMALL["n_heads"]) ** 2 * 4
+    counts = count_params(shared), count_params(unshared)
+    assert counts[0]["params_total"] == n_params(shared) == counts[1]["params_total"] - block
+    assert counts[0]["prunable_total"] == counts[1]["prunable_total"]  # Fourier weights are not Linear
+    inputs = example_inputs(shape, 2)
+    for deploy_form in (False, True):  # the shared block runs once per encoder layer: same compute
+        macs = [count_macs(m, inputs, deploy_form=deploy_form) for m in (shared, unshared)]
+        assert macs[0]["macs_dense"] == macs[1]["macs_dense"] > 0
+        assert macs[0]["macs_weight_dense"] == macs[1]["macs_weight_dense"]
+
+
+def test_checkpoint_round_trip_with_the_shared_block(tmp_path) -> None:
+    shape = small_shape()
+    model = build(NAME, shape, seed=1, moving_avg=5, modes=4, **SMALL).eval()
+    state = model.state_dict()
+    first, second = (f"encoder.layers.{i}.attention.inner_attention.weights1" for i in (0, 1))
+    assert state[first].data_ptr() == state[second].data_ptr()  # two names, one tensor
+    path = tmp_path / "fedformer.pt"
+    torch.save(state, path)
+    fresh = build(NAME, shape, seed=2, moving_avg=5, modes=4, mode_seed=9, **SMALL).eval()
+    inputs = example_inputs(shape, 2)
+    with torch.no_grad():
+        assert not torch.equal(fresh(*inputs), model(*inputs))
+        fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
+        assert torch.equal(fresh(*inputs), model(*inputs))
+    blocks = [layer.attention.inner_attention for layer in fresh.encoder.layers]
+    assert blocks[0] is blocks[1]  # still one module after the load
+
+
+def test_an_unshared_checkpoint_does_not_load_silently_into_the_shared_model() -> None:
+    shape = small_shape()
+    unshared = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=False, **SMALL)
+    shared = build(NAME, shape, moving_avg=5, modes=4, **SMALL)
+    with pytest.raises(RuntimeError, match="share one Fourier block"):
+        shared.load_state_dict(unshared.state_dict(), strict=True)
+
+
+def test_exported_graph_holds_the_shared_block_once(tmp_path) -> None:
+    import onnxruntime as ort
+    from onnx import load, numpy_helper
+
+    from sparse_runtime.export import export_onnx
+
+    shape = small_shape()
+    inputs = example_inputs(shape, 2, seed=5)
+    spectral = {}  # the 4-D initializers: real and imaginary weights of each distinct block
+    for share in (True, False):
+        model = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=share, **SMALL).eval()
+        path = tmp_path / f"fedformer_{share}.onnx"
+        result = export_onnx(model, inputs, path, opset=14)
+        spectral[share] = [numpy_helper.to_array(i) for i in load(str(path)).graph.initializer if len(i.dims) == 4]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = dict(zip(result.input_names, result.select([t.numpy() for t in inputs]), strict=True))
+        with torch.no_grad():
+            want = model(*inputs).numpy()
+        assert float(abs(session.run(None, feeds)[0] - want).max()) <= 1e-4
+    assert len(spectral[True]) == 2 * 3 and len(spectral[False]) == 2 * 4  # 3 distinct blocks, or 4
+    block = 2 * SMALL["n_heads"] * (SMALL["d_model"] // SMALL["n_heads"]) ** 2 * 4
+    assert sum(a.size for a in spectral[False]) - sum(a.size for a in spectral[True]) == block
 
 
 def test_gradients_reach_every_parameter_the_architecture_reads() -> None:
@@ -163,7 +285,7 @@ def test_same_seed_same_model() -> None:
 def test_deploy_form_matches_on_random_inputs() -> None:
     shape = small_shape()
     model = build(NAME, shape, moving_avg=5, modes=4, **SMALL)
-    assert set_deploy(model) == 4
+    assert set_deploy(model) == 3  # the encoder's shared block, the decoder's self and cross blocks
     check_deploy_equivalence(model, example_inputs(shape, 4))
 
 

@@ -1,6 +1,7 @@
 """Structured pruning of FEDformer's Fourier blocks: removing input head dimensions is exact (equals zeroing
 them in the dense model), the pruned model is physically smaller, its deploy form equals its training form,
-it exports (legacy exporter, opset 14) and it restores from its structure."""
+it exports (legacy exporter, opset 14) and it restores from its structure. With two encoder layers sharing one
+block (the default), the block's input dims and both layers' query projections are one group."""
 
 from __future__ import annotations
 
@@ -29,12 +30,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _build(seed: int = 0) -> nn.Module:
+SHARED = {"e_layers": 2}  # two encoder layers, one shared block (the default)
+UNSHARED = {"e_layers": 2, "share_encoder_block": False}
+
+
+def _build(seed: int = 0, **overrides: object) -> nn.Module:
     from tsbench_core import build_model
 
     torch.manual_seed(seed)
     shape = {k: getattr(SHAPE, k) for k in ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len")}
-    return build_model("fedformer", **shape, **SMALL).eval()
+    return build_model("fedformer", **shape, **(SMALL | overrides)).eval()
+
+
+def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
+    return [layer.attention.inner_attention for layer in model.encoder.layers]
 
 
 def _context() -> PruneContext:
@@ -60,9 +69,21 @@ def test_groups_cover_every_fourier_block():
     assert all(g.head_dim == SMALL["d_model"] // SMALL["n_heads"] for g in groups)
 
 
+def test_a_shared_block_is_one_group_with_every_layers_query_projection():
+    groups = fourier.fourier_groups(_build(**SHARED))
+    assert len(groups) == 1 + 2  # the shared encoder block, the decoder's self and cross blocks
+    encoder = groups[0]
+    assert [n for n, _ in encoder.layers] == ["encoder.layers.0.attention", "encoder.layers.1.attention"]
+    assert [n for n, _ in encoder.projections] == [f"encoder.layers.{i}.attention.query_projection"
+                                                   for i in (0, 1)]
+    assert encoder.member_names()[-1] == encoder.block_name == "encoder.layers.0.attention.inner_attention"
+    assert len(fourier.fourier_groups(_build(**UNSHARED))) == 2 + 2
+
+
+@pytest.mark.parametrize("overrides", [{}, SHARED, UNSHARED], ids=["one-layer", "shared", "unshared"])
 @torch.no_grad()
-def test_removing_head_dims_equals_zeroing_them():
-    model = _build()
+def test_removing_head_dims_equals_zeroing_them(overrides):
+    model = _build(**overrides)
     inputs = example_inputs(SHAPE, 2)
     removed = torch.tensor([1, 4, 6])  # of 8 dims per head
     for group in fourier.fourier_groups(model):
@@ -87,6 +108,8 @@ def test_removing_head_dims_equals_zeroing_them():
     for group in groups:
         assert group.block.weights1.shape == (2, 5, 8, SMALL["modes"])
         assert all(linear.out_features == 10 for _, linear in group.projections)
+    blocks = _encoder_blocks(model)
+    assert (blocks[0] is blocks[-1]) == overrides.get("share_encoder_block", True)
 
 
 def test_kept_dims_round_to():
@@ -142,3 +165,66 @@ def test_highest_study_target_on_fedformer():
     assert abs(result.info["achieved_reduction"] - (1 - 0.8**9)) <= 0.02, result.info["search"]
     assert all(g.head_dim >= 1 for g in fourier.fourier_groups(result.model))
     assert torch.isfinite(result.model(*_context().example_inputs)).all()
+
+
+def test_structured_pruning_with_the_shared_block(tmp_path):
+    model = _build(**SHARED)
+    context = _context()
+    target = 0.5
+    result = PRUNER.prune(model, target, PRUNER.params_model(), context)
+    pruned = result.model
+    assert abs(result.info["achieved_reduction"] - target) <= 0.02, result.info["search"]
+    blocks = _encoder_blocks(pruned)
+    assert blocks[0] is blocks[1]
+    head_dim = blocks[0].weights1.shape[1]
+    assert head_dim < 8
+    for layer in pruned.encoder.layers:  # both layers' queries keep the block's input dims
+        assert layer.attention.query_projection.out_features == SMALL["n_heads"] * head_dim
+    # the parameter total counts the shared block once
+    assert result.info["params"] == sum(p.numel() for p in pruned.parameters())
+    out = pruned(*context.example_inputs)
+    fresh = PRUNER.restore(_build(seed=3, **SHARED), result.structure)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    assert _encoder_blocks(fresh)[0] is _encoder_blocks(fresh)[1]
+    torch.testing.assert_close(fresh.eval()(*context.example_inputs), out)
+    from sparse_runtime.export import export_onnx
+
+    export_onnx(pruned, context.example_inputs, tmp_path / "fedformer.onnx", opset=14)
+    assert (tmp_path / "fedformer.onnx").stat().st_size > 0
+
+
+def test_pruned_shared_model_equals_the_dense_one_with_the_removed_dims_zeroed():
+    """The whole pruner, not one group: every removed head dimension of the shared block (rows of both
+    layers' query projections, the block's input axis) zeroed in the dense model gives the pruned outputs."""
+    dense = _build(**SHARED)
+    context = _context()
+    only_fourier = PRUNER.params_model(exclude=["*.feed_forward.linear1", "decoder.projection"])
+    result = PRUNER.prune(dense, 0.3, only_fourier, context)
+    pruned = result.model
+    zeroed = _build(**SHARED)  # the same weights as ``dense``
+    with torch.no_grad():
+        _zero_removed_dims(zeroed, pruned)
+        torch.testing.assert_close(pruned(*context.example_inputs), zeroed(*context.example_inputs),
+                                   atol=1e-6, rtol=1e-5)
+
+
+def _zero_removed_dims(dense: nn.Module, pruned: nn.Module) -> None:
+    """Zero in ``dense`` the Fourier head dims that ``pruned`` no longer has (found by matching the block's
+    input slices)."""
+    dim = SMALL["d_model"] // SMALL["n_heads"]
+    dense_groups, pruned_groups = fourier.fourier_groups(dense), fourier.fourier_groups(pruned)
+    assert any(g.head_dim < dim for g in pruned_groups)
+    for dense_group, pruned_group in zip(dense_groups, pruned_groups, strict=True):
+        kept = [e for e in range(dim)
+                if any(torch.equal(dense_group.block.weights1[:, e], pruned_group.block.weights1[:, k])
+                       for k in range(pruned_group.head_dim))]
+        assert len(kept) == pruned_group.head_dim
+        removed = torch.tensor([e for e in range(dim) if e not in kept], dtype=torch.long)
+        if removed.numel() == 0:
+            continue
+        rows = (torch.arange(dense_group.heads)[:, None] * dim + removed[None, :]).reshape(-1)
+        for _, linear in dense_group.projections:
+            linear.weight[rows] = 0.0
+            linear.bias[rows] = 0.0
+        dense_group.block.weights1[:, removed] = 0.0
+        dense_group.block.weights2[:, removed] = 0.0
