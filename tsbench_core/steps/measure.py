@@ -20,6 +20,7 @@ from tsbench_core.data import DatasetSplits, WindowedSplit
 from tsbench_core.errors import CellError, RuntimeUnavailable
 from tsbench_core.protocols import availability_of
 from tsbench_core.spec import QuantizeConfig, TimingConfig
+from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import time_session
 from tsbench_core.verify import verify_session, verify_session_relative
 
@@ -121,10 +122,7 @@ def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
     if n == 0:
         raise CellError("the test split has no windows")
     c_out = splits.shape.c_out
-    columns = test.series.target_columns
-    original = bool(splits.info.get("original_scale_metrics"))
-    sums = {"se": 0.0, "ae": 0.0, "se_o": 0.0, "ae_o": 0.0}
-    count = 0
+    errors = ForecastErrors(splits)
     for index, first in enumerate(range(0, n, batch_size)):
         if max_batches is not None and index >= max_batches:
             break
@@ -132,19 +130,8 @@ def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
         starts = (torch.arange(batch_size) + first) % n
         batch = test.batch(starts)
         out = session.run([t.numpy() for t in batch.inputs])
-        pred = torch.from_numpy(np.asarray(out, dtype=np.float32))[:real, :, -c_out:]
-        y = batch.y[:real].float()
-        sums["se"] += torch.sum((pred - y) ** 2).item()
-        sums["ae"] += torch.sum(torch.abs(pred - y)).item()
-        if original:
-            pred_o, y_o = splits.scaler.inverse(pred, columns), splits.scaler.inverse(y, columns)
-            sums["se_o"] += torch.sum((pred_o - y_o) ** 2).item()
-            sums["ae_o"] += torch.sum(torch.abs(pred_o - y_o)).item()
-        count += y.numel()
-    metrics = {"mse": sums["se"] / count, "mae": sums["ae"] / count}
-    if original:
-        metrics |= {"mse_original": sums["se_o"] / count, "mae_original": sums["ae_o"] / count}
-    return metrics
+        errors.add(torch.from_numpy(np.asarray(out, dtype=np.float32))[:real, :, -c_out:], batch.y[:real])
+    return errors.metrics()
 
 
 def measure_quantized(

@@ -17,6 +17,7 @@ from tsbench_core.data import Batch, DatasetSplits, WindowedSplit
 from tsbench_core.errors import CellError
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.spec import TrainingConfig
+from tsbench_core.steps.forecast_metrics import ForecastErrors
 
 OptimizerHook = Callable[[nn.Module, torch.optim.Optimizer, int], torch.optim.Optimizer]
 StepHook = Callable[[float], None]
@@ -196,24 +197,7 @@ def evaluate(model: nn.Module, splits: DatasetSplits, batch_size: int, device: t
     original scale when the dataset asks for it (``info["original_scale_metrics"]``)."""
     device = device or next(model.parameters()).device
     model.eval()
-    c_out = splits.shape.c_out
-    columns = splits.test.series.target_columns
-    original = bool(splits.info.get("original_scale_metrics"))
-    sums = {"se": 0.0, "ae": 0.0, "se_o": 0.0, "ae_o": 0.0}
-    count = 0
+    errors = ForecastErrors(splits)
     for batch in splits.test.iter_batches(batch_size, max_batches=max_batches):
-        pred, y = forecast(model, batch, c_out, device)
-        pred, y = pred.float().cpu(), y.float().cpu()
-        sums["se"] += torch.sum((pred - y) ** 2).item()
-        sums["ae"] += torch.sum(torch.abs(pred - y)).item()
-        if original:
-            pred_o, y_o = splits.scaler.inverse(pred, columns), splits.scaler.inverse(y, columns)
-            sums["se_o"] += torch.sum((pred_o - y_o) ** 2).item()
-            sums["ae_o"] += torch.sum(torch.abs(pred_o - y_o)).item()
-        count += y.numel()
-    if count == 0:
-        raise CellError("the test split has no windows")
-    metrics = {"mse": sums["se"] / count, "mae": sums["ae"] / count}
-    if original:
-        metrics |= {"mse_original": sums["se_o"] / count, "mae_original": sums["ae_o"] / count}
-    return metrics
+        errors.add(*forecast(model, batch, splits.shape.c_out, device))
+    return errors.metrics()
