@@ -72,12 +72,20 @@ def parse_job(text: str) -> Job:
 
 def plan(models: Sequence[str] = MODELS, sparsities: Sequence[float] = SPARSITIES, *,
          magnitude_ort: bool = False, pruners: Sequence[str] = ("magnitude", "structured"),
-         matrix: bool = False) -> list[Job]:
+         matrix: bool = False, compile_sparsities: Sequence[float] | None = None) -> list[Job]:
     """The calls of a sweep, model by model (so a partial sweep has whole models); with ``matrix``, the
-    ``MATRIX_EXTRAS`` calls of every model follow (tagged ``matrix``)."""
+    ``MATRIX_EXTRAS`` calls of every model follow (tagged ``matrix``). ``compile_sparsities`` limits
+    torch-compile (the slowest runtime to prepare) to those structured sparsities; None keeps it everywhere."""
     magnitude = MAGNITUDE_RUNTIMES + (("onnxruntime",) if magnitude_ort else ())
-    runtimes = {"magnitude": magnitude, "structured": STRUCTURED_RUNTIMES}
-    jobs = [Job(m, p, float(s), runtimes[p]) for m in models for s in sparsities for p in pruners]
+
+    def runtimes(pruner: str, sparsity: float) -> tuple[str, ...]:
+        if pruner == "magnitude":
+            return magnitude
+        if compile_sparsities is None or any(abs(sparsity - c) < 1e-9 for c in compile_sparsities):
+            return STRUCTURED_RUNTIMES
+        return tuple(r for r in STRUCTURED_RUNTIMES if r != "torch-compile")
+
+    jobs = [Job(m, p, float(s), runtimes(p, float(s))) for m in models for s in sparsities for p in pruners]
     if matrix:
         jobs += [Job(m, p, s, rts, "matrix") for p, s, rts in MATRIX_EXTRAS for m in models if p in pruners]
     return jobs
@@ -361,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--magnitude-ort", action="store_true", help="also time magnitude-pruned models on onnxruntime")
     ap.add_argument("--matrix", action="store_true", help="then time the rest of the done-when matrix: "
                     "magnitude 90 %% on onnxruntime + torch-compile, structured 50 %% on deepsparse")
+    ap.add_argument("--compile-sparsities", help="time torch-compile (structured) only at these sparsities, "
+                    "e.g. 0.5 (default: at every sparsity)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
     ap.add_argument("--warmup", type=int, default=5)
@@ -384,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.plot_only:
         jobs = plan([m for m in args.models.split(",") if m], [float(s) for s in args.sparsities.split(",") if s],
                     magnitude_ort=args.magnitude_ort, pruners=[p for p in args.pruners.split(",") if p],
-                    matrix=args.matrix)
+                    matrix=args.matrix, compile_sparsities=None if args.compile_sparsities is None else
+                    [float(c) for c in args.compile_sparsities.split(",") if c])
         if args.in_process:
             from tsbench_core.registry import load_plugins
 

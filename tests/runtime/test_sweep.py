@@ -57,6 +57,12 @@ def test_matrix_extras_come_last_in_their_own_files() -> None:
     assert all(sweep.parse_job(j.argument) == j for j in jobs)
 
 
+def test_compile_sparsities_keep_torch_compile_only_where_asked() -> None:
+    jobs = sweep.plan(["transformer"], [0.5, 0.9], pruners=["structured"], compile_sparsities=[0.5])
+    assert [(j.sparsity, j.runtimes) for j in jobs] == [(0.5, ("onnxruntime", "torch-compile")),
+                                                       (0.9, ("onnxruntime",))]
+
+
 def _fabricated_bench(calls: list):
     def bench_fn(model, pruner, sparsity, runtimes, **kwargs):
         calls.append((model, pruner, sparsity, tuple(runtimes), kwargs.get("batch_size")))
