@@ -5,9 +5,10 @@ cross-attention, each on ``modes`` frequency modes chosen at random (seeded) or 
 The selected modes are buffers: saved with the checkpoint, so a reload computes the same function whatever
 ``mode_seed`` the reloading model was built with.
 
-As in Time-Series-Library's ``models/FEDformer.py``, one FEB-f (its complex weights and its selected modes) is
-shared by every encoder layer (``share_encoder_block``): the module appears in each layer, its parameters are
-counted once, and the ``state_dict`` holds its tensors under every layer's name (one storage).
+As in Time-Series-Library's ``models/FEDformer.py``, each stack has one frequency-enhanced block per role (its
+complex weights and its selected modes) shared by all its layers (``share_blocks``): the encoder's FEB-f, the
+decoder's FEB-f and the decoder's FEA-f. A shared module appears in each layer, its parameters are counted once,
+and the ``state_dict`` holds its tensors under every layer's name (one storage).
 """
 
 from __future__ import annotations
@@ -31,20 +32,20 @@ class FEDformerParams(DecompParams):
     modes: int = Field(32, ge=1, description="frequency modes kept by each Fourier block")
     mode_select: Literal["random", "low"] = Field("random", description="random modes or the lowest ones")
     mode_seed: int = Field(0, description="seed of the random mode selection")
-    share_encoder_block: bool = Field(
-        True, description="one frequency-enhanced block shared by every encoder layer, as in the reference "
-        "implementation; False builds one per layer")
+    share_blocks: bool = Field(
+        True, description="one frequency-enhanced block per stack — encoder self, decoder self, decoder cross — "
+        "shared by all layers of that stack, as in the reference implementation; False builds one per layer")
 
 
 def _shared_copies_agree(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,
                          local_metadata: dict, strict: bool, missing_keys: list[str], unexpected_keys: list[str],
                          error_msgs: list[str]) -> None:
-    """Load pre-hook: a shared Fourier block's tensors are in a state_dict once per layer name; refuse a
-    checkpoint whose copies differ (one saved with ``share_encoder_block=False``, whose encoder layers had
-    their own blocks), which would otherwise load silently with the last layer's tensors."""
+    """Load pre-hook: a shared Fourier block's (FEB-f or FEA-f) tensors are in a state_dict once per layer
+    name; refuse a checkpoint whose copies differ (one saved with ``share_blocks=False``, whose layers had their
+    own blocks), which would otherwise load silently with the last layer's tensors."""
     names_by_block: dict[int, list[str]] = {}
     for name, sub in module.named_modules(remove_duplicate=False):
-        if isinstance(sub, FourierBlock):
+        if isinstance(sub, FourierBlock | FourierCrossAttention):
             names_by_block.setdefault(id(sub), []).append(name)
     for names in (n for n in names_by_block.values() if len(n) > 1):
         block = module.get_submodule(names[0])
@@ -58,8 +59,7 @@ def _shared_copies_agree(module: nn.Module, state_dict: dict[str, torch.Tensor],
                 if first.is_meta or other.is_meta or torch.equal(first, other):
                     continue
                 error_msgs.append(f"{key} differs from {present[0]}, but these layers share one Fourier block "
-                                  f"(share_encoder_block=True): was the checkpoint saved with "
-                                  f"share_encoder_block=False?")
+                                  f"(share_blocks=True): was the checkpoint saved with share_blocks=False?")
 
 
 def build(params: BaseModel, shape: DataShape) -> nn.Module:
@@ -71,20 +71,26 @@ def build(params: BaseModel, shape: DataShape) -> nn.Module:
         raise UserError(f"fedformer: seq_len={shape.seq_len} and label_len+pred_len={dec_len} must be >= 2")
     generator = torch.Generator().manual_seed(p.mode_seed)
 
-    def encoder_block() -> FourierBlock:
+    def encoder_self() -> FourierBlock:
         return FourierBlock(p.d_model, p.n_heads, shape.seq_len, p.modes, p.mode_select, generator)
 
-    if p.share_encoder_block:
-        shared = encoder_block()
-        encoder = [shared for _ in range(p.e_layers)]
-    else:
-        encoder = [encoder_block() for _ in range(p.e_layers)]
-    decoder = [(FourierBlock(p.d_model, p.n_heads, dec_len, p.modes, p.mode_select, generator),
+    def decoder_pair() -> tuple[FourierBlock, FourierCrossAttention]:
+        return (FourierBlock(p.d_model, p.n_heads, dec_len, p.modes, p.mode_select, generator),
                 FourierCrossAttention(p.d_model, p.n_heads, dec_len, shape.seq_len, p.modes, p.mode_select,
                                       generator))
-               for _ in range(p.d_layers)]
+
+    # modes are drawn in build order: the encoder block(s), then each decoder (self, cross) pair; so the
+    # default (one decoder layer) draws the same modes as before the decoder blocks were shared
+    if p.share_blocks:
+        shared_encoder = encoder_self()
+        shared_decoder = decoder_pair()
+        encoder = [shared_encoder for _ in range(p.e_layers)]
+        decoder = [shared_decoder for _ in range(p.d_layers)]
+    else:
+        encoder = [encoder_self() for _ in range(p.e_layers)]
+        decoder = [decoder_pair() for _ in range(p.d_layers)]
     model = DecompositionForecaster(p, shape, encoder, decoder, with_position=True)
-    if p.share_encoder_block and p.e_layers > 1:
+    if p.share_blocks and max(p.e_layers, p.d_layers) > 1:
         model.register_load_state_dict_pre_hook(_shared_copies_agree)
     return model
 

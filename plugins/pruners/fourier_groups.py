@@ -12,9 +12,13 @@ The output dimension ``O`` is not prunable: like the reference, ``AttentionLayer
 block output as ``[B, L, H*O]``, which interleaves time and channels, so an output dimension is not a set of
 out-projection inputs. For the same reason whole heads are never removed from a Fourier block.
 
-A block may be shared: FEDformer, as the reference, hands one FEB-f to every encoder layer. Its input
-dimension ``e`` is then also the channel ``e`` of every sharing layer's query projection, so one group holds
-the block and the projections of all the layers that call it, and they lose the same dimensions together.
+A block may be shared: FEDformer, as the reference, hands one FEB-f to every encoder layer, one FEB-f to every
+decoder layer and one FEA-f to every decoder layer. A shared block's input dimension ``e`` is then also the
+channel ``e`` of every coupled projection of every layer that calls it — for a shared FEB-f the query
+projections of all its layers; for a shared FEA-f the query projections (its query side) and the key
+projections (its key side) of all its layers, since one weight axis ``E`` serves both sides. So one group holds
+the block and the coupled projections of all the layers that call it, and they lose the same dimensions
+together.
 
 DepGraph sees these layers coupled with free parameters and leaves them alone (``structured._plan`` puts
 them among the ignored layers); this module scores and slices them, and ``structured`` ranks their scores
@@ -39,7 +43,9 @@ class FourierGroup:
     block_name: str  # the block's name in ``named_modules`` (its first name when shared)
     block: FourierBlock | FourierCrossAttention
     layers: list[tuple[str, nn.Module]]  # (name, attention layer) of every layer whose inner attention it is
-    projections: list[tuple[str, nn.Linear]]  # (module name, layer) whose output channels are head dims
+    # (module name, layer) whose output channels are the block's input head dims: for each layer in ``layers``
+    # order, its ``block.coupled_projections`` in that order (FEA-f: query, key; FEB-f: query)
+    projections: list[tuple[str, nn.Linear]]
 
     @property
     def name(self) -> str:
@@ -86,6 +92,12 @@ def fourier_groups(model: nn.Module) -> list[FourierGroup]:
             raise ValueError(f"layers {group.name} and {name} share a Fourier block with different head counts")
         group.layers.append((name, module))
         group.projections.extend(projections)
+    for group in groups.values():
+        width = group.heads * group.head_dim
+        for projection_name, linear in group.projections:  # coupled channels: one width for all of them
+            if linear.out_features != width:
+                raise ValueError(f"{projection_name} has {linear.out_features} outputs, but the Fourier block "
+                                 f"{group.block_name} reads {group.heads} heads of {group.head_dim} dims")
     return list(groups.values())
 
 

@@ -467,8 +467,9 @@ class StructuredPruner:
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         """Give a freshly built dense model the pruned shapes and attributes; then its state_dict loads.
 
-        A shared module (FEDformer's encoder FEB-f) has its tensors in ``shapes`` under every name it has;
-        each name resolves to the same module, which is given its new tensors (the same shape) each time."""
+        A shared module (a FEDformer Fourier block, shared by the layers of its stack) has its tensors in
+        ``shapes`` under every name it has; each name resolves to the same module, which is given its new
+        tensors (the same shape) each time."""
         modules = dict(model.named_modules(remove_duplicate=False))
         for full_name, shape in structure.get("shapes", {}).items():
             owner_name, _, tensor_name = full_name.rpartition(".")

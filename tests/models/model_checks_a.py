@@ -95,13 +95,16 @@ def count_autoformer(s: DataShape, d: int = 512, e: int = 2, dl: int = 1, d_ff: 
 
 
 def count_fedformer(s: DataShape, d: int = 512, h: int = 8, e: int = 2, dl: int = 1, d_ff: int = 2048,
-                    modes: int = 32) -> int:
+                    modes: int = 32, shared: bool = True) -> int:
+    """The autoformer's count plus the Fourier weights: with ``shared`` (the reference), one encoder FEB-f, one
+    decoder FEB-f and one FEA-f for all layers of their stack; otherwise one of each per layer."""
     def fourier(length: int) -> int:  # real and imaginary weights per head, mode and channel pair
         return 2 * h * (d // h) ** 2 * min(modes, length // 2)
 
     dec_len = s.label_len + s.pred_len
-    return (count_autoformer(s, d, e, dl, d_ff) + e * fourier(s.seq_len)
-            + dl * (fourier(dec_len) + fourier(dec_len)))
+    encoder_blocks, decoder_blocks = (1, 1) if shared else (e, dl)
+    return (count_autoformer(s, d, e, dl, d_ff) + encoder_blocks * fourier(s.seq_len)
+            + decoder_blocks * (fourier(dec_len) + fourier(dec_len)))
 
 
 # --- behaviour checks ------------------------------------------------------------------------------------

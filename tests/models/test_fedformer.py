@@ -1,6 +1,6 @@
 """FEDformer: DFT matrices, Fourier blocks against complex-arithmetic implementations, seeded modes saved with
-the checkpoint, the encoder's shared Fourier block (parameter parity with the reference), deploy form, the
-usual checks."""
+the checkpoint, the Fourier blocks shared by the layers of each stack (parameter parity with the reference),
+deploy form, the usual checks."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_defaults() -> None:
     p = FEDformerParams()
     assert (p.d_model, p.n_heads, p.e_layers, p.d_layers, p.d_ff, p.moving_avg) == (512, 8, 2, 1, 2048, 25)
     assert (p.modes, p.mode_select) == (32, "random")
-    assert p.share_encoder_block is True
+    assert p.share_blocks is True
 
 
 def test_output_shapes() -> None:
@@ -138,12 +138,12 @@ def test_output_shapes() -> None:
     check_shapes(NAME, [8], moving_avg=5, modes=4, mode_select="low", **SMALL)
 
 
-def fedformer_params(s: DataShape, encoder_blocks: int, d: int = 512, h: int = 8, e: int = 2, dl: int = 1,
-                     d_ff: int = 2048, modes: int = 32, marks: int = 4) -> int:
+def fedformer_params(s: DataShape, encoder_blocks: int, decoder_blocks: int = 1, d: int = 512, h: int = 8,
+                     e: int = 2, dl: int = 1, d_ff: int = 2048, modes: int = 32, marks: int = 4) -> int:
     """Parameters of FEDformer (Fourier version), layer by layer as in Time-Series-Library's
-    ``models/FEDformer.py``, with ``encoder_blocks`` distinct encoder FEB-f (TSL: 1, built once as
-    ``encoder_self_att`` and given to every encoder layer). TSL also builds the decoder's two blocks once; ours
-    builds them per decoder layer, the same at d_layers = 1."""
+    ``models/FEDformer.py``, with ``encoder_blocks`` distinct encoder FEB-f and ``decoder_blocks`` distinct
+    decoder (FEB-f, FEA-f) pairs. TSL builds one of each (``encoder_self_att``, ``decoder_self_att``,
+    ``decoder_cross_att``) and gives it to every layer of its stack: 1 and 1."""
     embedding = 3 * s.enc_in * d + marks * d  # token Conv1d kernel 3 + timeF Linear, both without bias
     attention_layer = 4 * (d * d + d)  # q, k, v, out projections with bias
     feed_forward = 2 * d * d_ff  # two kernel-1 Conv1d without bias
@@ -155,7 +155,7 @@ def fedformer_params(s: DataShape, encoder_blocks: int, d: int = 512, h: int = 8
         return 2 * h * (d // h) * (d // h) * min(modes, length // 2)
 
     dec_len = s.label_len + s.pred_len  # TSL: seq_len // 2 + pred_len, the same at ETTh1
-    fourier = encoder_blocks * block(s.seq_len) + dl * 2 * block(dec_len)
+    fourier = encoder_blocks * block(s.seq_len) + decoder_blocks * 2 * block(dec_len)
     return 2 * embedding + encoder + decoder + fourier
 
 
@@ -170,76 +170,137 @@ def test_parameter_count_at_etth1_defaults_equals_the_reference() -> None:
     assert n_params(_meta_build(ETTH1)) == reference
 
 
-def test_unshared_encoder_blocks_give_the_old_count() -> None:
+def test_unshared_blocks_give_the_old_count() -> None:
     block = 2 * 8 * 64 * 64 * 32
-    unshared = n_params(_meta_build(ETTH1, share_encoder_block=False))
-    assert unshared == fedformer_params(ETTH1, encoder_blocks=2) == count_fedformer(ETTH1) == 18_924_551
+    unshared = n_params(_meta_build(ETTH1, share_blocks=False))
+    assert unshared == fedformer_params(ETTH1, encoder_blocks=2) == count_fedformer(ETTH1, shared=False)
+    assert unshared == 18_924_551
     assert unshared - n_params(_meta_build(ETTH1)) == block == 2_097_152
+    assert count_fedformer(ETTH1) == 16_827_399
+
+
+def test_parameter_count_with_two_decoder_layers() -> None:
+    """With d_layers=2 the reference still has one decoder FEB-f and one FEA-f; unshared, one pair per layer."""
+    block = 2 * 8 * 64 * 64 * 32  # every block at ETTh1 defaults (96 and 144 steps: 32 modes)
+    shared = n_params(_meta_build(ETTH1, d_layers=2))
+    assert shared == fedformer_params(ETTH1, 1, 1, dl=2) == count_fedformer(ETTH1, dl=2) == 21_036_551
+    unshared = n_params(_meta_build(ETTH1, d_layers=2, share_blocks=False))
+    assert unshared == fedformer_params(ETTH1, 2, 2, dl=2) == count_fedformer(ETTH1, dl=2, shared=False)
+    assert unshared == 27_328_007
+    assert unshared - shared == (1 + 2) * block  # one more encoder FEB-f, one more decoder FEB-f and FEA-f
 
 
 def test_parameter_count_small_config() -> None:
     shape = small_shape(pred_len=24)  # decoder length 40: 20 modes available, 12 kept
     config = {"d_model": 24, "n_heads": 3, "d_ff": 40, "e_layers": 3, "d_layers": 2, "moving_avg": 5, "modes": 12}
     counts = {"d": 24, "h": 3, "e": 3, "dl": 2, "d_ff": 40, "modes": 12}
-    assert n_params(build(NAME, shape, **config)) == fedformer_params(shape, 1, **counts)
-    unshared = build(NAME, shape, share_encoder_block=False, **config)
-    assert n_params(unshared) == fedformer_params(shape, 3, **counts) == count_fedformer(shape, **counts)
+    shared = n_params(build(NAME, shape, **config))
+    assert shared == fedformer_params(shape, 1, 1, **counts) == count_fedformer(shape, **counts)
+    unshared = build(NAME, shape, share_blocks=False, **config)
+    assert n_params(unshared) == fedformer_params(shape, 3, 2, **counts)
+    assert n_params(unshared) == count_fedformer(shape, **counts, shared=False)
 
 
-def test_encoder_layers_share_one_block() -> None:
+def _inner(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """The inner attention of every layer, per role."""
+    return {"encoder": [layer.attention.inner_attention for layer in model.encoder.layers],
+            "decoder self": [layer.self_attention.inner_attention for layer in model.decoder.layers],
+            "decoder cross": [layer.cross_attention.inner_attention for layer in model.decoder.layers]}
+
+
+def test_each_stack_shares_one_block_per_role() -> None:
     shape = small_shape()
-    model = build(NAME, shape, modes=4, **(SMALL | {"e_layers": 3}))
-    blocks = [layer.attention.inner_attention for layer in model.encoder.layers]
-    assert all(b is blocks[0] for b in blocks) and isinstance(blocks[0], FourierBlock)
-    decoder_block = model.decoder.layers[0].self_attention.inner_attention
-    assert decoder_block is not blocks[0]
+    config = SMALL | {"e_layers": 3, "d_layers": 2}
+    model = build(NAME, shape, modes=4, **config)
+    inner = _inner(model)
+    kinds = {"encoder": FourierBlock, "decoder self": FourierBlock, "decoder cross": FourierCrossAttention}
+    for role, blocks in inner.items():
+        assert all(b is blocks[0] for b in blocks) and type(blocks[0]) is kinds[role], role
+    assert len({id(blocks[0]) for blocks in inner.values()}) == 3  # the three roles: three distinct blocks
     names = {n for n in model.state_dict() if n.endswith("inner_attention.weights1")}
-    assert len(names) == 3 + 2  # one name per layer ...
-    assert sum(1 for n, _ in model.named_parameters() if n.endswith("inner_attention.weights1")) == 1 + 2  # ...
-    unshared = build(NAME, shape, modes=4, share_encoder_block=False, **(SMALL | {"e_layers": 3}))
-    separate = [layer.attention.inner_attention for layer in unshared.encoder.layers]
-    assert len({id(b) for b in separate}) == 3
+    assert len(names) == 3 + 2 * 2  # one name per layer ...
+    assert sum(1 for n, _ in model.named_parameters() if n.endswith("inner_attention.weights1")) == 3  # ...
+    unshared = build(NAME, shape, modes=4, share_blocks=False, **config)
+    separate = _inner(unshared)
+    assert [len({id(b) for b in blocks}) for blocks in separate.values()] == [3, 2, 2]
+    assert sum(1 for n, _ in unshared.named_parameters() if n.endswith("inner_attention.weights1")) == 7
 
 
-def test_accounting_counts_a_shared_block_once_and_its_macs_per_call() -> None:
+def test_the_default_draws_the_same_modes_shared_or_not() -> None:
+    """One layer per stack: the same blocks and modes either way (the modes are drawn in the same order)."""
     shape = small_shape()
-    shared = build(NAME, shape, moving_avg=5, modes=4, **SMALL)
-    unshared = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=False, **SMALL)
+    config = SMALL | {"e_layers": 1, "d_layers": 1}
+    shared = build(NAME, shape, seed=0, modes=4, **config).state_dict()
+    unshared = build(NAME, shape, seed=0, modes=4, share_blocks=False, **config).state_dict()
+    assert shared.keys() == unshared.keys()
+    assert all(torch.equal(v, unshared[k]) for k, v in shared.items())
+
+
+@pytest.mark.parametrize("layers", [(2, 1), (2, 2)], ids=["e2-d1", "e2-d2"])
+def test_accounting_counts_a_shared_block_once_and_its_macs_per_call(layers) -> None:
+    shape = small_shape()  # encoder 32 and decoder 24 steps: every block keeps its 4 modes
+    config = SMALL | {"e_layers": layers[0], "d_layers": layers[1]}
+    shared = build(NAME, shape, moving_avg=5, modes=4, **config)
+    unshared = build(NAME, shape, moving_avg=5, modes=4, share_blocks=False, **config)
     block = 2 * SMALL["n_heads"] * (SMALL["d_model"] // SMALL["n_heads"]) ** 2 * 4
+    extra = (layers[0] - 1) + 2 * (layers[1] - 1)  # blocks the unshared model has in addition
     counts = count_params(shared), count_params(unshared)
-    assert counts[0]["params_total"] == n_params(shared) == counts[1]["params_total"] - block
+    assert counts[0]["params_total"] == n_params(shared) == counts[1]["params_total"] - extra * block
     assert counts[0]["prunable_total"] == counts[1]["prunable_total"]  # Fourier weights are not Linear
     inputs = example_inputs(shape, 2)
-    for deploy_form in (False, True):  # the shared block runs once per encoder layer: same compute
+    for deploy_form in (False, True):  # a shared block runs once per layer: same compute
         macs = [count_macs(m, inputs, deploy_form=deploy_form) for m in (shared, unshared)]
         assert macs[0]["macs_dense"] == macs[1]["macs_dense"] > 0
         assert macs[0]["macs_weight_dense"] == macs[1]["macs_weight_dense"]
 
 
-def test_checkpoint_round_trip_with_the_shared_block(tmp_path) -> None:
+@pytest.mark.parametrize("layers", [(2, 1), (2, 2)], ids=["e2-d1", "e2-d2"])
+def test_checkpoint_round_trip_with_the_shared_blocks(tmp_path, layers) -> None:
     shape = small_shape()
-    model = build(NAME, shape, seed=1, moving_avg=5, modes=4, **SMALL).eval()
+    config = SMALL | {"e_layers": layers[0], "d_layers": layers[1]}
+    model = build(NAME, shape, seed=1, moving_avg=5, modes=4, **config).eval()
     state = model.state_dict()
-    first, second = (f"encoder.layers.{i}.attention.inner_attention.weights1" for i in (0, 1))
-    assert state[first].data_ptr() == state[second].data_ptr()  # two names, one tensor
+    roles = {"encoder.layers.{}.attention": layers[0], "decoder.layers.{}.self_attention": layers[1],
+             "decoder.layers.{}.cross_attention": layers[1]}
+    for layer, count in roles.items():
+        pointers = {state[f"{layer.format(i)}.inner_attention.weights1"].data_ptr() for i in range(count)}
+        assert len(pointers) == 1  # one name per layer, one tensor
     path = tmp_path / "fedformer.pt"
     torch.save(state, path)
-    fresh = build(NAME, shape, seed=2, moving_avg=5, modes=4, mode_seed=9, **SMALL).eval()
+    fresh = build(NAME, shape, seed=2, moving_avg=5, modes=4, mode_seed=9, **config).eval()
     inputs = example_inputs(shape, 2)
     with torch.no_grad():
         assert not torch.equal(fresh(*inputs), model(*inputs))
         fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
         assert torch.equal(fresh(*inputs), model(*inputs))
-    blocks = [layer.attention.inner_attention for layer in fresh.encoder.layers]
-    assert blocks[0] is blocks[1]  # still one module after the load
+    for blocks in _inner(fresh).values():  # still one module per role after the load
+        assert all(b is blocks[0] for b in blocks)
 
 
-def test_an_unshared_checkpoint_does_not_load_silently_into_the_shared_model() -> None:
+@pytest.mark.parametrize("layers", [(2, 1), (1, 2)], ids=["encoder", "decoder"])
+def test_an_unshared_checkpoint_does_not_load_silently_into_the_shared_model(layers) -> None:
     shape = small_shape()
-    unshared = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=False, **SMALL)
-    shared = build(NAME, shape, moving_avg=5, modes=4, **SMALL)
-    with pytest.raises(RuntimeError, match="share one Fourier block"):
+    config = SMALL | {"e_layers": layers[0], "d_layers": layers[1]}
+    unshared = build(NAME, shape, moving_avg=5, modes=4, share_blocks=False, **config)
+    shared = build(NAME, shape, moving_avg=5, modes=4, **config)
+    with pytest.raises(RuntimeError, match="share one Fourier block") as error:
         shared.load_state_dict(unshared.state_dict(), strict=True)
+    stack = "encoder" if layers[0] > 1 else "decoder"
+    assert f"{stack}.layers.1." in str(error.value)
+    if stack == "decoder":  # both decoder blocks are checked: the self FEB-f and the cross FEA-f
+        assert "decoder.layers.1.self_attention.inner_attention" in str(error.value)
+        assert "decoder.layers.1.cross_attention.inner_attention" in str(error.value)
+
+
+def test_a_checkpoint_whose_shared_decoder_copies_differ_is_refused() -> None:
+    """Only the cross block's copies differ: still refused (the FEA-f is checked, not just FEB-f)."""
+    shape = small_shape()
+    config = SMALL | {"e_layers": 1, "d_layers": 2}
+    model = build(NAME, shape, moving_avg=5, modes=4, **config)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["decoder.layers.1.cross_attention.inner_attention.weights2"] += 1.0
+    with pytest.raises(RuntimeError, match="cross_attention.inner_attention.weights2 differs"):
+        model.load_state_dict(state, strict=True)
 
 
 def test_exported_graph_holds_the_shared_block_once(tmp_path) -> None:
@@ -252,7 +313,7 @@ def test_exported_graph_holds_the_shared_block_once(tmp_path) -> None:
     inputs = example_inputs(shape, 2, seed=5)
     spectral = {}  # the 4-D initializers: real and imaginary weights of each distinct block
     for share in (True, False):
-        model = build(NAME, shape, moving_avg=5, modes=4, share_encoder_block=share, **SMALL).eval()
+        model = build(NAME, shape, moving_avg=5, modes=4, share_blocks=share, **SMALL).eval()
         path = tmp_path / f"fedformer_{share}.onnx"
         result = export_onnx(model, inputs, path, opset=14)
         spectral[share] = [numpy_helper.to_array(i) for i in load(str(path)).graph.initializer if len(i.dims) == 4]

@@ -1,7 +1,8 @@
 """Structured pruning of FEDformer's Fourier blocks: removing input head dimensions is exact (equals zeroing
 them in the dense model), the pruned model is physically smaller, its deploy form equals its training form,
-it exports (legacy exporter, opset 14) and it restores from its structure. With two encoder layers sharing one
-block (the default), the block's input dims and both layers' query projections are one group."""
+it exports (legacy exporter, opset 14) and it restores from its structure. With two layers per stack sharing
+one block per role (the default), a shared FEB-f's input dims and the query projections of all its layers are
+one group; a shared FEA-f's input dims, the query and the key projections of all its layers are one group."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def one_torch_thread():
 
 
 SHARED = {"e_layers": 2}  # two encoder layers, one shared block (the default)
-UNSHARED = {"e_layers": 2, "share_encoder_block": False}
+UNSHARED = {"e_layers": 2, "share_blocks": False}
+SHARED_2X2 = {"e_layers": 2, "d_layers": 2}  # one encoder FEB-f, one decoder FEB-f, one FEA-f (the default)
+UNSHARED_2X2 = {"e_layers": 2, "d_layers": 2, "share_blocks": False}
 
 
 def _build(seed: int = 0, **overrides: object) -> nn.Module:
@@ -44,6 +47,17 @@ def _build(seed: int = 0, **overrides: object) -> nn.Module:
 
 def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
     return [layer.attention.inner_attention for layer in model.encoder.layers]
+
+
+def _all_blocks(model: nn.Module) -> list[list[nn.Module]]:
+    """The inner attention of every layer: encoder, decoder self, decoder cross."""
+    return [_encoder_blocks(model), [layer.self_attention.inner_attention for layer in model.decoder.layers],
+            [layer.cross_attention.inner_attention for layer in model.decoder.layers]]
+
+
+def _assert_shared(model: nn.Module) -> None:
+    for blocks in _all_blocks(model):
+        assert all(b is blocks[0] for b in blocks)
 
 
 def _context() -> PruneContext:
@@ -80,7 +94,39 @@ def test_a_shared_block_is_one_group_with_every_layers_query_projection():
     assert len(fourier.fourier_groups(_build(**UNSHARED))) == 2 + 2
 
 
-@pytest.mark.parametrize("overrides", [{}, SHARED, UNSHARED], ids=["one-layer", "shared", "unshared"])
+def test_shared_decoder_blocks_are_one_group_each():
+    """A shared decoder FEB-f goes with every decoder layer's self-attention query projection; a shared FEA-f
+    with every decoder layer's cross-attention query projection (its query side) and key projection (its key
+    side): one weight axis ``E`` serves both sides."""
+    groups = fourier.fourier_groups(_build(**SHARED_2X2))
+    assert len(groups) == 3
+    encoder, decoder_self, cross = groups
+    assert isinstance(cross.block, FourierCrossAttention) and not isinstance(decoder_self.block,
+                                                                             FourierCrossAttention)
+    assert [n for n, _ in encoder.projections] == [f"encoder.layers.{i}.attention.query_projection"
+                                                   for i in (0, 1)]
+    assert [n for n, _ in decoder_self.layers] == [f"decoder.layers.{i}.self_attention" for i in (0, 1)]
+    assert [n for n, _ in decoder_self.projections] == [f"decoder.layers.{i}.self_attention.query_projection"
+                                                        for i in (0, 1)]
+    assert [n for n, _ in cross.layers] == [f"decoder.layers.{i}.cross_attention" for i in (0, 1)]
+    assert [n for n, _ in cross.projections] == [f"decoder.layers.{i}.cross_attention.{side}_projection"
+                                                 for i in (0, 1) for side in ("query", "key")]
+    assert cross.block_name == "decoder.layers.0.cross_attention.inner_attention"
+    assert cross.member_names() == [n for n, _ in cross.projections] + [cross.block_name]
+    assert len({id(linear) for _, linear in cross.projections}) == 4  # projections are per layer
+    assert len(fourier.fourier_groups(_build(**UNSHARED_2X2))) == 2 + 2 * 2
+
+
+def test_a_group_refuses_projections_of_another_width():
+    model = _build(**SHARED_2X2)
+    layer = model.decoder.layers[1].cross_attention
+    layer.key_projection = nn.Linear(SMALL["d_model"], SMALL["d_model"] - 2)
+    with pytest.raises(ValueError, match="decoder.layers.1.cross_attention.key_projection has 14 outputs"):
+        fourier.fourier_groups(model)
+
+
+@pytest.mark.parametrize("overrides", [{}, SHARED, UNSHARED, SHARED_2X2, UNSHARED_2X2],
+                         ids=["one-layer", "shared", "unshared", "shared-2x2", "unshared-2x2"])
 @torch.no_grad()
 def test_removing_head_dims_equals_zeroing_them(overrides):
     model = _build(**overrides)
@@ -108,8 +154,8 @@ def test_removing_head_dims_equals_zeroing_them(overrides):
     for group in groups:
         assert group.block.weights1.shape == (2, 5, 8, SMALL["modes"])
         assert all(linear.out_features == 10 for _, linear in group.projections)
-    blocks = _encoder_blocks(model)
-    assert (blocks[0] is blocks[-1]) == overrides.get("share_encoder_block", True)
+    for blocks in _all_blocks(model):
+        assert (blocks[0] is blocks[-1]) == (overrides.get("share_blocks", True) or len(blocks) == 1)
 
 
 def test_kept_dims_round_to():
@@ -193,19 +239,55 @@ def test_structured_pruning_with_the_shared_block(tmp_path):
     assert (tmp_path / "fedformer.onnx").stat().st_size > 0
 
 
-def test_pruned_shared_model_equals_the_dense_one_with_the_removed_dims_zeroed():
-    """The whole pruner, not one group: every removed head dimension of the shared block (rows of both
-    layers' query projections, the block's input axis) zeroed in the dense model gives the pruned outputs."""
-    dense = _build(**SHARED)
+@pytest.mark.parametrize("overrides", [SHARED, SHARED_2X2], ids=["shared-encoder", "shared-2x2"])
+def test_pruned_shared_model_equals_the_dense_one_with_the_removed_dims_zeroed(overrides):
+    """The whole pruner, not one group: every removed head dimension of each shared block (rows of all its
+    layers' coupled projections, the block's input axis) zeroed in the dense model gives the pruned outputs;
+    the structure restores a fresh model that loads the pruned weights and computes the same."""
+    dense = _build(**overrides)
     context = _context()
     only_fourier = PRUNER.params_model(exclude=["*.feed_forward.linear1", "decoder.projection"])
     result = PRUNER.prune(dense, 0.3, only_fourier, context)
     pruned = result.model
-    zeroed = _build(**SHARED)  # the same weights as ``dense``
+    _assert_shared(pruned)
+    groups = fourier.fourier_groups(pruned)
+    assert all(g.head_dim < 8 for g in groups)  # every block (encoder, decoder self, cross) lost dims
+    for group in groups:  # every layer's coupled projections keep the block's dims
+        assert all(linear.out_features == group.heads * group.head_dim for _, linear in group.projections)
+    zeroed = _build(**overrides)  # the same weights as ``dense``
     with torch.no_grad():
         _zero_removed_dims(zeroed, pruned)
-        torch.testing.assert_close(pruned(*context.example_inputs), zeroed(*context.example_inputs),
-                                   atol=1e-6, rtol=1e-5)
+        want = pruned(*context.example_inputs)
+        torch.testing.assert_close(want, zeroed(*context.example_inputs), atol=1e-6, rtol=1e-5)
+    fresh = PRUNER.restore(_build(seed=3, **overrides), result.structure)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    _assert_shared(fresh)
+    assert sum(p.numel() for p in fresh.parameters()) == result.info["params"]
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(*context.example_inputs), want)
+
+
+def test_structured_pruning_with_shared_decoder_blocks():
+    """The full pruner (feed-forward channels too) on two layers per stack: the shared blocks stay shared and
+    lose dims together with all their layers' projections, the target is reached and the model restores."""
+    model = _build(**SHARED_2X2)
+    context = _context()
+    result = PRUNER.prune(model, 0.5, PRUNER.params_model(), context)
+    pruned = result.model
+    assert abs(result.info["achieved_reduction"] - 0.5) <= 0.02, result.info["search"]
+    _assert_shared(pruned)
+    groups = fourier.fourier_groups(pruned)
+    assert len(groups) == 3 and all(g.head_dim < 8 for g in groups)
+    for layer in pruned.decoder.layers:  # FEA-f: query and key projections of both layers keep the block's input dims
+        width = SMALL["n_heads"] * layer.cross_attention.inner_attention.weights1.shape[1]
+        assert layer.cross_attention.query_projection.out_features == width
+        assert layer.cross_attention.key_projection.out_features == width
+    assert result.info["params"] == sum(p.numel() for p in pruned.parameters())
+    fresh = PRUNER.restore(_build(seed=3, **SHARED_2X2), result.structure)
+    fresh.load_state_dict(pruned.state_dict(), strict=True)
+    _assert_shared(fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(*context.example_inputs), pruned(*context.example_inputs))
 
 
 def _zero_removed_dims(dense: nn.Module, pruned: nn.Module) -> None:

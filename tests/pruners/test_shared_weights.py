@@ -1,6 +1,6 @@
 """Unstructured and N:M pruners on models with a shared module: a weight reachable under two module names is
 selected, ranked, masked and reported once (a toy with one Linear used twice; FEDformer, whose encoder layers
-share one Fourier block)."""
+share one Fourier block, and whose decoder layers share one FEB-f and one FEA-f)."""
 
 from __future__ import annotations
 
@@ -75,12 +75,12 @@ SHAPE = DataShape(enc_in=3, dec_in=3, c_out=3, seq_len=32, label_len=16, pred_le
 FEDFORMER = {"d_model": 16, "n_heads": 2, "d_ff": 32, "e_layers": 2, "d_layers": 1, "modes": 4}
 
 
-def _fedformer() -> nn.Module:
+def _fedformer(**overrides: object) -> nn.Module:
     from tsbench_core import build_model
 
     torch.manual_seed(0)
     shape = {k: getattr(SHAPE, k) for k in ("enc_in", "dec_in", "c_out", "seq_len", "label_len", "pred_len")}
-    return build_model("fedformer", **shape, **FEDFORMER).eval()
+    return build_model("fedformer", **shape, **(FEDFORMER | overrides)).eval()
 
 
 def _fedformer_context() -> PruneContext:
@@ -88,13 +88,18 @@ def _fedformer_context() -> PruneContext:
                         train=None)
 
 
+@pytest.mark.parametrize("d_layers", [1, 2], ids=["d1", "d2"])
 @pytest.mark.parametrize("pruner", [MagnitudePruner(), RandomPruner(), NMPruner()], ids=lambda p: p.name)
-def test_sparsity_of_the_shared_block_fedformer(pruner):
-    model = _fedformer()
+def test_sparsity_of_the_shared_block_fedformer(pruner, d_layers):
+    model = _fedformer(d_layers=d_layers)
     before = count_params(model)
-    assert before["params_total"] == sum(p.numel() for p in model.parameters())  # the shared block once
+    assert before["params_total"] == sum(p.numel() for p in model.parameters())  # each shared block once
+    unshared = count_params(_fedformer(d_layers=d_layers, share_blocks=False))["params_total"]
+    block = 2 * 2 * 8 * 8 * 4  # real and imaginary [2 heads, 8, 8, 4 modes]
+    assert unshared - before["params_total"] == (1 + 2 * (d_layers - 1)) * block
     result = pruner.prune(model, 0.5, pruner.params_model(), _fedformer_context())
     selected = result.info["selected_weights"]
+    assert set(result.masks) <= dict(model.named_parameters()).keys()  # a shared tensor under its first name
     assert selected == sum(p.numel() for n, p in model.named_parameters() if n in result.masks)
     assert result.info["pruned_weights"] == selected // 2  # even sizes: exactly half, globally or 2 of 4
     counted = count_params(model, prunable=list(result.masks))
@@ -105,4 +110,7 @@ def test_sparsity_of_the_shared_block_fedformer(pruner):
     assert before["params_nonzero"] - counted["params_nonzero"] == result.info["pruned_weights"]
     blocks = [layer.attention.inner_attention for layer in model.encoder.layers]
     assert blocks[0] is blocks[1]
+    for role in ("self_attention", "cross_attention"):
+        decoder = [getattr(layer, role).inner_attention for layer in model.decoder.layers]
+        assert all(b is decoder[0] for b in decoder)
     assert torch.isfinite(model(*_fedformer_context().example_inputs)).all()
