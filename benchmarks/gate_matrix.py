@@ -11,6 +11,8 @@ random inputs otherwise (recorded in ``inputs``). One JSON file per model in ``-
 files are kept unless ``--force``), then ``gate_matrix.json`` and ``gate_matrix.md`` over all of them.
 
     NM_DISABLE_ANALYTICS=1 .venv/bin/python benchmarks/gate_matrix.py --out gate-matrix/ [--models a,b]
+    # re-gate some cells of an existing matrix, merging them into its files:
+    ... gate_matrix.py --out gate-matrix/ --update --models transformer --variants structured50 --runtimes deepsparse
 """
 
 from __future__ import annotations
@@ -92,9 +94,12 @@ def _cell(row: dict[str, Any], info_key: str, err_key: str) -> dict[str, Any]:
     cell = {"status": status, "max_abs_err": row.get(err_key), "reason": row.get("reason"),
             "prepare_s": row.get("prepare_s")}
     for key in ("fraction_of_supported_ops", "exported_weight_sparsity", "deepsparse_risky_ops",
-                "pattern_matcher", "compile_retries", "cpu_avx_type"):
+                "pattern_matcher", "compile_retries", "cpu_avx_type", "padded_widths", "padding_rejected",
+                "compile_probe"):
         if key in info:
             cell[key] = info[key]
+    if not cell.get("padded_widths"):
+        cell.pop("padded_widths", None)
     if fallbacks:
         cell["fallback_ops"] = fallbacks.get("fallback_ops")
         cell["compile_errors"] = fallbacks.get("compile_errors")
@@ -104,12 +109,12 @@ def _cell(row: dict[str, Any], info_key: str, err_key: str) -> dict[str, Any]:
 def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants: Sequence[tuple] = VARIANTS,
                batch_size: int = 4, threads: int = 1, data_dir: Path | None = None, registry: Any = None,
                shape: DataShape = SHAPE, model_params: dict[str, Any] | None = None,
-               deepsparse_probe: bool = True, log: Any = None) -> dict[str, Any]:
+               log: Any = None) -> dict[str, Any]:
     """Gate every variant of one model on every runtime; returns ``{"model", "variants": {...}}``.
 
-    ``model_params`` overrides the model's defaults (tests use tiny widths). ``deepsparse_probe``: compile
-    and run every DeepSparse export once in a subprocess first, since DeepSparse 1.8 can abort the process
-    while compiling (seen: ``fused_ops.cpp:250`` on the structured-50 % Transformer); a crash fails the cell.
+    ``model_params`` overrides the model's defaults (tests use tiny widths). DeepSparse 1.8 can abort the
+    process while compiling; the deepsparse runtime itself probes in a subprocess first (``probe_compile``),
+    so an abort fails the cell, not the matrix.
     """
     if registry is None:
         from tsbench_core.registry import load_plugins
@@ -149,15 +154,8 @@ def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants:
                 row: dict[str, Any] = {"runtime": runtime_name}
                 started = time.perf_counter()
                 cell_dir = workdir / f"{variant}-{runtime_name}"
-                crash = None
-                if runtime_name == "deepsparse" and deepsparse_probe and runtime.availability().available:
-                    crash = deepsparse_crash(module, example, batch_size, cell_dir / "probe")
-                if crash is not None:
-                    row.update(status="failed", reason=crash)
-                    sessions = {}
-                else:
-                    sessions = _prepare_and_gate(row, runtime, module, None, example, batches, threads=threads,
-                                                 atol=1e-3, rtol=1e-3, workdir=cell_dir)
+                sessions = _prepare_and_gate(row, runtime, module, None, example, batches, threads=threads,
+                                             atol=1e-3, rtol=1e-3, workdir=cell_dir)
                 row["prepare_s"] = round(time.perf_counter() - started, 1)
                 for session in sessions.values():
                     session.close()
@@ -169,24 +167,6 @@ def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants:
     return out
 
 
-def deepsparse_crash(module: nn.Module, example: tuple[torch.Tensor, ...], batch_size: int,
-                     workdir: Path) -> str | None:
-    """Compile and run the deploy-form export once in a subprocess; the engine's abort message, or None."""
-    from sparse_runtime.deepsparse_rt import diagnose_fallbacks
-    from sparse_runtime.export import export_onnx
-    from tsbench_core.errors import CellError
-
-    try:
-        export = export_onnx(module, example, workdir / "model.onnx")
-    except CellError:
-        return None  # the runtime's own prepare reports the export failure
-    probe = diagnose_fallbacks(export.path, batch_size, export.select([t.numpy() for t in example]))
-    if not probe.get("crashed"):
-        return None
-    ops = ", ".join(f"{k} x{v}" for k, v in (probe.get("fallback_ops") or {}).items())
-    return f"deepsparse {probe.get('crash')}" + (f" (ops outside the engine: {ops})" if ops else "")
-
-
 # --- report -----------------------------------------------------------------------------------------------
 
 def _fmt_cell(cell: dict[str, Any] | None) -> str:
@@ -196,7 +176,7 @@ def _fmt_cell(cell: dict[str, Any] | None) -> str:
         text = f"ok {cell['max_abs_err']:.1e}"
         if "fraction_of_supported_ops" in cell:
             text += f", ops {cell['fraction_of_supported_ops']:.3f}"
-        return text
+        return text + (" (earlier build†)" if cell.get("earlier_build") else "")
     reason = (cell.get("reason") or "").replace("|", "/").replace("\n", " ")
     return f"**{cell['status']}**: {reason[:160]}"
 
@@ -207,7 +187,7 @@ def markdown(results: Sequence[dict[str, Any]], runtimes: Sequence[str] = RUNTIM
         "| model | variant | params (reduction) | MACs/sample (reduction) | " + " | ".join(runtimes) + " |",
         "|---|---|---|---|" + "---|" * len(runtimes),
     ]
-    notes = []
+    notes, padded = [], []
     for res in results:
         if res.get("error"):
             lines.append(f"| {res['model']} | all | **error**: {res['error'][:160].replace('|', '/')} | | "
@@ -231,15 +211,47 @@ def markdown(results: Sequence[dict[str, Any]], runtimes: Sequence[str] = RUNTIM
                 if cell.get("fallback_ops"):
                     ops = ", ".join(f"{k} ×{v}" for k, v in cell["fallback_ops"].items())
                     notes.append(f"- {res['model']} {variant} on {runtime}: outside the engine: {ops}")
+                if cell.get("padded_widths"):
+                    widths = ", ".join(f"{name} {a}→{b}" for name, (a, b) in cell["padded_widths"].items())
+                    padded.append(f"- {res['model']} {variant} on {runtime}: {widths}")
     inputs = sorted({r.get("inputs", "?") for r in results})
     batch = sorted({r["batch_size"] for r in results if r.get("batch_size")})
     lines += ["", f"Gate: max abs error vs torch eager (training form, same weights) on two batches of "
               f"{', '.join(map(str, batch))} ({', '.join(inputs)}); tolerance 1e-3 + 1e-3·|ref|. 'ops' = "
               "DeepSparse fraction of supported ops. MACs: dense-kernel MACs for dense/structured, effective "
               "(non-zero weight) MACs for magnitude."]
+    if any(c.get("earlier_build") for r in results for e in r["variants"].values()
+           for c in e.get("runtimes", {}).values()):
+        lines += ["", "† gated on an earlier build of the model (its code changed before the variant's other "
+                  "cells were re-run; `earlier_build` in the JSON has the old parameter/MAC counts)."]
     if notes:
         lines += ["", "Ops outside DeepSparse's engine:", *notes]
+    if padded:
+        lines += ["", "FFN hidden widths padded for DeepSparse 1.8 (exact zero channels; "
+                  "sparse_runtime/ffn_padding.py):", *padded]
     return "\n".join(lines) + "\n"
+
+
+_BUILD_FACTS = ("params_dense", "params", "macs_dense_per_sample", "macs_per_sample")
+
+
+def merge(old: dict[str, Any], new: dict[str, Any], runtimes: Sequence[str]) -> dict[str, Any]:
+    """``old`` with the re-run variants' facts and runtime cells of ``new``; what was merged is recorded.
+
+    Kept cells of a re-run variant whose model facts changed (the model code changed in between) get
+    ``earlier_build`` with the old facts; the markdown marks them."""
+    merged = copy.deepcopy(old)
+    for variant, entry in new["variants"].items():
+        target = merged["variants"].setdefault(variant, {"runtimes": {}})
+        changed = [k for k in _BUILD_FACTS if k in target and target[k] != entry.get(k)]
+        if changed:  # the model changed since the kept cells were gated: say so on each of them
+            for cell in target.get("runtimes", {}).values():
+                cell.setdefault("earlier_build", {k: target[k] for k in changed})
+        cells = {**target.get("runtimes", {}), **entry.get("runtimes", {})}
+        target.update({k: v for k, v in entry.items() if k != "runtimes"}, runtimes=cells)
+    merged.setdefault("updates", []).append({"variants": sorted(new["variants"]), "runtimes": list(runtimes),
+                                             "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    return merged
 
 
 def collect(out: Path, models: Sequence[str]) -> list[dict[str, Any]]:
@@ -255,10 +267,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="1 by default: the gate is not timing-sensitive")
     ap.add_argument("--data-dir", type=Path, default=None, help="default: $TSBENCH_DATA_DIR (random inputs if "
                     "neither has ETT-small/ETTh1.csv)")
+    ap.add_argument("--variants", default=",".join(v[0] for v in VARIANTS), help="comma-separated, of "
+                    + ", ".join(v[0] for v in VARIANTS))
     ap.add_argument("--force", action="store_true", help="re-run models whose JSON exists")
+    ap.add_argument("--update", action="store_true", help="re-run the given variants x runtimes and merge "
+                    "their cells into the existing <model>.json; the reports cover every model and runtime")
     args = ap.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     runtimes = [r for r in args.runtimes.split(",") if r]
+    wanted = [v for v in args.variants.split(",") if v]
+    variants = [v for v in VARIANTS if v[0] in wanted]
+    if len(variants) != len(wanted):
+        ap.error(f"--variants: unknown among {wanted} (known: {[v[0] for v in VARIANTS]})")
     data_dir = args.data_dir or (Path(os.environ["TSBENCH_DATA_DIR"]) if os.environ.get("TSBENCH_DATA_DIR")
                                  else None)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -267,16 +287,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = load_plugins()
     for model in models:
         path = args.out / f"{model}.json"
-        if path.exists() and not args.force:
-            print(f"{model}: {path} exists, kept (--force to re-run)", flush=True)
+        if path.exists() and not (args.force or args.update):
+            print(f"{model}: {path} exists, kept (--force to re-run, --update to merge new cells)", flush=True)
             continue
         try:
-            result = gate_model(model, runtimes=runtimes, batch_size=args.batch_size, threads=args.threads,
-                                data_dir=data_dir, registry=registry, log=lambda s: print(s, flush=True))
+            result = gate_model(model, runtimes=runtimes, variants=variants, batch_size=args.batch_size,
+                                threads=args.threads, data_dir=data_dir, registry=registry,
+                                log=lambda s: print(s, flush=True))
         except Exception as exc:  # record and go on with the next model
             traceback.print_exc()
             result = {"model": model, "error": f"{type(exc).__name__}: {exc}", "variants": {}}
+        if args.update and path.exists() and "error" not in result:
+            result = merge(json.loads(path.read_text()), result, runtimes)
         _write_json(path, result)
+    if args.update:  # the reports keep every model and runtime of the folder
+        models, runtimes = list(MODELS), list(RUNTIMES)
     results = collect(args.out, models)
     _write_json(args.out / "gate_matrix.json", results)
     (args.out / "gate_matrix.md").write_text(markdown(results, runtimes))

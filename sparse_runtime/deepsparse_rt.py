@@ -1,11 +1,18 @@
 """``deepsparse``: Neural Magic's sparsity-aware CPU engine on the deploy-form ONNX export.
 
 Compiled for a static batch size and a number of cores. The engine's fraction of supported ops is recorded;
-when it is below 1, a diagnostic compile in a subprocess lists the ONNX nodes that run outside the engine.
+when it is below 1, the diagnostic log of a compile in a subprocess lists the ONNX nodes outside the engine.
+
+DeepSparse 1.8 can abort the whole process while compiling or running a graph (assertions in its compiler and
+its ONNX Runtime bridge), so by default ``prepare`` first compiles and runs the export once in a subprocess
+(``probe_compile``; skipped for an ONNX file whose identical bytes already passed in this process) and raises
+``CellError`` if that child died. Feed-forward widths the compiler is known to abort on are padded, exactly,
+before the export (``pad_ffn_widths``, see ``sparse_runtime/ffn_padding.py``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -33,9 +40,13 @@ class DeepSparseParams(PluginParams):
     """Options of the deepsparse runtime."""
 
     opset: int = Field(DEFAULT_OPSET, ge=11, le=17)
-    # when the supported fraction is < 1: list the ops outside the engine, and run once in a subprocess first
-    # (DeepSparse 1.8 can abort the process on partitioned graphs; the cell fails instead)
+    # when the supported fraction is < 1: list the ops outside the engine (from the probe's log)
     diagnose_fallbacks: bool = True
+    probe_compile: bool = Field(True, description="Compile and run once in a subprocess before the in-process "
+                                "compile (DeepSparse 1.8 can abort the process); a dead child fails the cell.")
+    probe_timeout_s: float = Field(900.0, gt=0, description="Time limit of the subprocess probe.")
+    pad_ffn_widths: bool = Field(True, description="Pad feed-forward hidden widths DeepSparse 1.8 aborts on "
+                                 "(exact: zero channels); see sparse_runtime/ffn_padding.py.")
 
 
 class DeepSparseSession:
@@ -107,24 +118,24 @@ _PROBE = """
 import sys
 import numpy as np
 from deepsparse import compile_model
-engine = compile_model(sys.argv[1], batch_size=int(sys.argv[2]), num_cores=1)
+engine = compile_model(sys.argv[1], batch_size=int(sys.argv[2]), num_cores=int(sys.argv[3]))
 print("TSBENCH_COMPILED", flush=True)
-if len(sys.argv) > 3:
-    arrays = np.load(sys.argv[3])
+if len(sys.argv) > 4:
+    arrays = np.load(sys.argv[4])
     engine.run([arrays[k] for k in sorted(arrays.files, key=lambda k: int(k.split("_")[1]))])
     print("TSBENCH_RAN", flush=True)
 """
 
 
 def diagnose_fallbacks(onnx_path: Path, batch_size: int, inputs: list[np.ndarray] | None = None,
-                       timeout: float = 900.0) -> dict[str, Any]:
+                       timeout: float = 900.0, num_cores: int = 1) -> dict[str, Any]:
     """Compile (and run once on ``inputs``) in a subprocess with the engine's diagnostic log on; parse it.
 
     The subprocess shields the caller: DeepSparse 1.8 can abort the whole process on partitioned graphs
     (an assertion in its ONNX Runtime bridge). ``crashed`` tells whether that happened, ``crash`` quotes it.
     """
     env = {**os.environ, "NM_DISABLE_ANALYTICS": "1", "NM_LOGGING_LEVEL": "debug"}
-    args = [sys.executable, "-c", _PROBE, str(onnx_path), str(batch_size)]
+    args = [sys.executable, "-c", _PROBE, str(onnx_path), str(batch_size), str(num_cores)]
     if inputs is not None:
         npz = Path(onnx_path).with_suffix(".probe.npz")
         np.savez(npz, **{f"input_{i}": a for i, a in enumerate(inputs)})
@@ -145,11 +156,24 @@ def diagnose_fallbacks(onnx_path: Path, batch_size: int, inputs: list[np.ndarray
     return parsed
 
 
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class DeepSparseRuntime:
     name = "deepsparse"
     description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
     params_model: type[BaseModel] = DeepSparseParams
     device = "cpu"
+
+    def __init__(self) -> None:
+        # probes that passed in this process: (sha256 of the ONNX bytes, batch size, cores) -> the probe's result
+        self._probed: dict[tuple[str, int, int], dict[str, Any]] = {}
 
     def availability(self) -> Availability:
         if sys.version_info >= (3, 12):
@@ -165,36 +189,70 @@ class DeepSparseRuntime:
     def versions(self) -> dict[str, str]:
         return {**base_versions(), **dist_versions("deepsparse", "onnx")}
 
+    def probe(self, export: ExportResult, batch_size: int, inputs: list[np.ndarray], *, num_cores: int,
+              timeout: float, model_name: str = "the model") -> tuple[dict[str, Any], bool]:
+        """Compile and run ``export`` once in a subprocess; ``(probe result, whether it was cached)``.
+
+        Raises ``CellError`` quoting the engine's assertion when the child died (or timed out). A probe that
+        passed is remembered by the sha256 of the ONNX bytes, the batch size and the core count.
+        """
+        key = (file_sha256(export.path), batch_size, num_cores)
+        if key in self._probed:
+            return self._probed[key], True
+        result = diagnose_fallbacks(export.path, batch_size, inputs, timeout=timeout, num_cores=num_cores)
+        if result.get("error"):
+            raise CellError(f"deepsparse compile probe of {model_name}: {result['error']}")
+        if result.get("crashed"):
+            ops = result.get("fallback_ops") or {}
+            raise CellError(f"deepsparse: {result['crash']} on {model_name} (subprocess probe; ops outside "
+                            f"the engine: {', '.join(f'{k} x{v}' for k, v in ops.items()) or 'none seen'})")
+        self._probed[key] = result
+        return result, False
+
     def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
                 threads: int, workdir: Path) -> DeepSparseSession:
         available = self.availability()
         if not available.available:
             raise RuntimeUnavailable(available.reason)
         p = coerce_params(params, DeepSparseParams)
+        model_name = type(model).__name__
+        padding: dict[str, Any] = {}
+        if p.pad_ffn_widths:
+            from sparse_runtime.ffn_padding import pad_for_deepsparse
+
+            model, padding = pad_for_deepsparse(model, example_inputs)
         export = export_onnx(model, example_inputs, Path(workdir) / "model.deepsparse.onnx", opset=p.opset)
         batch_size = int(example_inputs[0].shape[0])
+        probe_inputs = export.select([t.detach().cpu().numpy() for t in example_inputs])
+        probe: dict[str, Any] | None = None
+        probe_state = "off"
+        if p.probe_compile:
+            probe, cached = self.probe(export, batch_size, probe_inputs, num_cores=threads,
+                                       timeout=p.probe_timeout_s, model_name=model_name)
+            probe_state = "cached" if cached else "passed"
         os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
         from deepsparse import compile_model
 
         try:
             engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
         except Exception as exc:
-            raise CellError(f"deepsparse could not compile {type(model).__name__}: {exc}") from exc
+            raise CellError(f"deepsparse could not compile {model_name}: {exc}") from exc
         fraction = float(engine.fraction_of_supported_ops)
         info: dict[str, Any] = {
             "runtime": self.name, "device": "cpu", "versions": self.versions(),
             "threads": {"num_cores": engine.num_cores}, "batch_size": batch_size,
             "fraction_of_supported_ops": fraction, "cpu_avx_type": getattr(engine, "cpu_avx_type", None),
-            **export.info(),
+            "compile_probe": probe_state, **padding, **export.info(),
         }
         if fraction < 1.0 and p.diagnose_fallbacks:
-            probe_inputs = export.select([t.detach().cpu().numpy() for t in example_inputs])
-            info["fallbacks"] = diagnose_fallbacks(export.path, batch_size, probe_inputs)
-            if info["fallbacks"].get("crashed"):
-                ops = info["fallbacks"].get("fallback_ops", {})
-                raise CellError(f"deepsparse: {info['fallbacks']['crash']} on {type(model).__name__} "
-                                f"(fraction of supported ops {fraction:.4f}; ops outside the engine: "
-                                f"{', '.join(f'{k} x{v}' for k, v in ops.items()) or 'unknown'})")
+            if probe is None:  # no probe ran: the diagnostic compile also shields the first run
+                probe = diagnose_fallbacks(export.path, batch_size, probe_inputs, num_cores=threads)
+                if probe.get("crashed"):
+                    ops = probe.get("fallback_ops", {})
+                    raise CellError(f"deepsparse: {probe['crash']} on {model_name} "
+                                    f"(fraction of supported ops {fraction:.4f}; ops outside the engine: "
+                                    f"{', '.join(f'{k} x{v}' for k, v in ops.items()) or 'unknown'})")
+            info["fallbacks"] = probe
         return DeepSparseSession(engine, export, info)
 
 
