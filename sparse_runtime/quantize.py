@@ -1,17 +1,27 @@
-"""Post-training static INT8 quantization of an exported (pruned) ONNX graph, and what it costs in bytes and memory.
+"""Static INT8 quantization of an exported (pruned) ONNX graph, and what it costs in bytes and memory.
 
-The fp32 deploy-form export is quantized with ONNX Runtime's ``quantize_static`` into the QDQ format (every
-quantized tensor is a QuantizeLinear → DequantizeLinear pair), which both ONNX Runtime and DeepSparse run:
+Two graph formats (``quant_format``), both run by ONNX Runtime and DeepSparse:
 
-* weights: int8, symmetric (zero point 0, so a pruned zero stays exactly 0), one scale per tensor by default
-  (DeepSparse 1.8 leaves per-channel weight DequantizeLinear nodes outside its engine);
-* activations: uint8, asymmetric, min/max calibrated on training windows — the defaults of SparseML 1.8's
-  quantization (``QConfigProperties``: symmetric weights, asymmetric activations), which is what DeepSparse's
-  INT8 kernels are built for;
-* only MatMul/Gemm with a constant weight are quantized (``MatMulConstBOnly``): the products of two
-  activations (attention scores) stay float, as do the nodes matched by ``keep_float`` patterns. Conv (the
-  token embeddings) stays float: DeepSparse 1.8 rejects a quantized Conv of this graph ("kernel is not
-  constant") and then runs the whole graph outside its engine.
+* ``matmulinteger`` (default): each weight product ``x·W`` becomes QuantizeLinear(x) → MatMulInteger(int8 W) →
+  Cast → Mul(sx·sw) (→ Add for a Gemm's bias), written here; the weight is stored as int8, so DeepSparse sees a
+  constant quantized kernel and runs its INT8 kernels. This is the form SparseML's QAT export writes for Linear
+  layers (SparseML stores uint8 weights with zero point 128; here int8 with zero point 0, which ONNX Runtime also
+  runs fast). One QuantizeLinear per activation tensor, however many products read it;
+* ``qdq``: ONNX Runtime's ``quantize_static`` (QuantizeLinear → DequantizeLinear pairs). DeepSparse 1.8 keeps it
+  inside its engine but does not fold the weights' DequantizeLinear: it dequantizes the weight at run time and
+  runs a generic dense GEMM, slower than fp32 (measured, docs/runtimes.md).
+
+In both: weights int8 symmetric (zero point 0, so a pruned zero stays exactly 0), one scale per tensor unless
+``per_channel`` (one per output column; in the QDQ format DeepSparse 1.8 then leaves the weights' DequantizeLinear
+outside its engine); activations uint8, asymmetric (or symmetric, zero point 128), min/max calibrated on training
+windows — SparseML 1.8's defaults (symmetric weights, asymmetric activations); only MatMul/Gemm with a constant
+weight are quantized: products of two activations (attention scores) stay float, as do the nodes matched by
+``keep_float`` patterns. Conv (the token embeddings) stays float: DeepSparse 1.8 rejects a quantized Conv of this
+graph ("kernel is not constant") and then runs the whole graph outside its engine.
+
+The MatMulInteger writer also takes learned parameters (``LinearQParams``, from QAT in ``sparse_runtime/qat.py``):
+a product whose weight equals a learned layer's weight (or several side by side, as in the fused q/k/v product of
+the deploy form) uses its scales, so the integer graph computes what QAT trained.
 
 ``keep_float`` patterns name modules (``fnmatch`` on the dotted module path the legacy exporter writes into node
 names, ``/decoder/projection/MatMul`` → ``decoder.projection``; a pattern matching a module keeps all nodes inside
@@ -43,7 +53,10 @@ from tsbench_core.errors import CellError, RuntimeUnavailable
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
 QDQ_OP_TYPES = ("QuantizeLinear", "DequantizeLinear")
+INT8_OP_TYPES = ("QuantizeLinear", "DequantizeLinear", "MatMulInteger")
 ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
+FORMATS = ("matmulinteger", "qdq")
+DEFAULT_FORMAT = "matmulinteger"
 
 
 def _quantization_module() -> Any:
@@ -70,13 +83,18 @@ def module_path(node_name: str) -> str:
 def keeps_float(patterns: Sequence[str], node_name: str, op_type: str) -> str | None:
     """The first pattern that keeps this node in float, or None."""
     path = module_path(node_name)
+    for pattern in patterns:
+        if (op_type == pattern[3:]) if pattern.startswith("op:") else module_keeps_float([pattern], path):
+            return pattern
+    return None
+
+
+def module_keeps_float(patterns: Sequence[str], path: str) -> str | None:
+    """The first module pattern matching the dotted module ``path`` or one of the modules containing it."""
     parts = path.split(".") if path else []
     prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
     for pattern in patterns:
-        if pattern.startswith("op:"):
-            if op_type == pattern[3:]:
-                return pattern
-        elif any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+        if not pattern.startswith("op:") and any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
             return pattern
     return None
 
@@ -152,46 +170,65 @@ class QuantizeResult:
             "quantized_nodes": self.quantized_nodes,
             "kept_float": dict(sorted(self.kept_float.items())),
             "qdq_nodes": {op: self.op_counts.get(op, 0) for op in QDQ_OP_TYPES},
+            "int8_ops": {op: self.op_counts.get(op, 0) for op in INT8_OP_TYPES},
             "quantize_seconds": round(self.seconds, 3),
         }
 
 
+def _constant_values(proto: Any) -> dict[str, Any]:
+    """Tensor name -> TensorProto of every initializer, Constant node output and Identity of a constant (the
+    legacy exporter passes a weight used twice through an Identity)."""
+    values = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    values[node.output[0]] = attr.t
+        elif node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def _weight_products(proto: Any, kept: dict[str, str]) -> list[Any]:
+    """MatMul/Gemm nodes with a constant second input that are not kept float."""
+    constants = _constant_values(proto)
+    return [n for n in proto.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept
+            and len(n.input) > 1 and n.input[1] in constants]
+
+
 def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibrationReader, *,
                   keep_float: Sequence[str] = (), per_channel: bool = False,
-                  symmetric_activations: bool = False) -> QuantizeResult:
-    """Static INT8 QDQ quantization of ``export`` (fp32 ONNX) into ``out_path`` (written atomically)."""
+                  symmetric_activations: bool = False, quant_format: str = DEFAULT_FORMAT,
+                  qparams: Sequence[LinearQParams] | None = None) -> QuantizeResult:
+    """Static INT8 quantization of ``export`` (fp32 ONNX) into ``out_path`` (written atomically).
+
+    ``quant_format`` is ``matmulinteger`` (the default: what DeepSparse runs fast) or ``qdq`` (ONNX Runtime's
+    ``quantize_static``). ``qparams`` (MatMulInteger only) are quantization parameters learned elsewhere (QAT):
+    a weight product whose weight they match uses them instead of calibrated ones.
+    """
     import onnx
 
-    q = _quantization_module()
+    if quant_format not in FORMATS:
+        raise ValueError(f"unknown INT8 format {quant_format!r}; expected one of {FORMATS}")
+    if qparams and quant_format != "matmulinteger":
+        raise ValueError("learned quantization parameters (QAT) are written in the matmulinteger format only")
     proto = onnx.load(str(export.path))
     kept = float_nodes(proto, keep_float)
-    constants = {t.name for t in proto.graph.initializer}
-    constants |= {n.output[0] for n in proto.graph.node if n.op_type == "Constant"}
-    candidates = [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept
-                  and len(n.input) > 1 and n.input[1] in constants]
-    if not candidates:
+    if not _weight_products(proto, kept):
         raise CellError(f"INT8: nothing to quantize: every MatMul/Gemm with a constant weight is kept float by "
                         f"keep_float {list(keep_float)}")
-    q.CalibrationDataReader.register(WindowCalibrationReader)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    settings = {"method": "static-int8", "format": "QDQ", "weights": "int8 symmetric",
-                "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
-                "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
-                "matmul_const_b_only": True}
     start = time.perf_counter()
     reader.rewind()
     try:
-        q.quantize_static(
-            str(export.path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel,
-            activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-            nodes_to_exclude=sorted(kept), calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
-                           "MatMulConstBOnly": True},
-        )
-        _store_raw(tmp)
+        if quant_format == "qdq":
+            settings = _write_qdq(export, tmp, reader, kept, per_channel=per_channel,
+                                  symmetric_activations=symmetric_activations)
+        else:
+            settings = _write_matmulinteger(proto, tmp, reader, kept, per_channel=per_channel,
+                                            symmetric_activations=symmetric_activations, qparams=qparams or ())
         os.replace(tmp, out_path)
     except CellError:
         raise
@@ -203,14 +240,302 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
     seconds = time.perf_counter() - start
     quantized = onnx.load(str(out_path))
     ops = Counter(node.op_type for node in quantized.graph.node)
-    stored = {t.name for t in quantized.graph.initializer}
-    dequantized_inputs = {n.output[0] for n in quantized.graph.node
-                          if n.op_type == "DequantizeLinear" and n.input[0] in stored}  # weights, not activations
-    quantized_nodes = sum(1 for n in quantized.graph.node if n.op_type in QUANTIZED_OP_TYPES
-                          and len(n.input) > 1 and n.input[1] in dequantized_inputs)
+    if quant_format == "qdq":
+        stored = {t.name for t in quantized.graph.initializer}
+        dequantized_inputs = {n.output[0] for n in quantized.graph.node
+                              if n.op_type == "DequantizeLinear" and n.input[0] in stored}  # weights only
+        quantized_nodes = sum(1 for n in quantized.graph.node if n.op_type in QUANTIZED_OP_TYPES
+                              and len(n.input) > 1 and n.input[1] in dequantized_inputs)
+    else:
+        quantized_nodes = ops.get("MatMulInteger", 0)
     return QuantizeResult(export=replace(export, path=out_path), fp32_path=export.path, kept_float=kept,
                           quantized_nodes=quantized_nodes, calibration_batches=reader.yielded,
                           seconds=seconds, op_counts=dict(ops), settings=settings)
+
+
+def _write_qdq(export: ExportResult, tmp: Path, reader: WindowCalibrationReader, kept: dict[str, str], *,
+               per_channel: bool, symmetric_activations: bool) -> dict[str, Any]:
+    """ONNX Runtime's ``quantize_static`` in the QDQ format; returns the settings used."""
+    q = _quantization_module()
+    q.CalibrationDataReader.register(WindowCalibrationReader)
+    q.quantize_static(
+        str(export.path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel,
+        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+        nodes_to_exclude=sorted(kept), calibrate_method=q.CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
+                       "MatMulConstBOnly": True},
+    )
+    _store_raw(tmp)
+    return {"method": "static-int8", "format": "qdq", "weights": "int8 symmetric",
+            "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
+            "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
+            "matmul_const_b_only": True}
+
+
+# --- the MatMulInteger form ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearQParams:
+    """Quantization parameters learned for one Linear layer (by QAT), in the ONNX layout.
+
+    ``weight`` is the float weight as a MatMul stores it (``[in, out]``, the transpose of torch's); the writer
+    finds it (or it as a block of columns, as in a fused q/k/v product) among the graph's weights.
+    ``act_zero_point`` is in the uint8 domain."""
+
+    name: str
+    weight: np.ndarray
+    weight_scale: float | np.ndarray  # one, or one per output column
+    act_scale: float
+    act_zero_point: int
+
+
+def activation_qparams(low: float, high: float, symmetric: bool) -> tuple[float, int]:
+    """(scale, uint8 zero point) covering ``[low, high]`` (widened to include 0)."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if symmetric:
+        bound = max(-low, high)
+        return (bound / 127.0 if bound > 0 else 1.0), 128
+    scale = (high - low) / 255.0 if high > low else 1.0
+    return scale, int(np.clip(round(-low / scale), 0, 255))
+
+
+def weight_scale(weight: np.ndarray, per_channel: bool) -> np.ndarray:
+    """Symmetric int8 scale(s) of a ``[in, out]`` weight: one, or one per output column."""
+    bound = np.abs(weight).max(axis=0) if per_channel else np.abs(weight).max()
+    return np.where(bound > 0, bound / 127.0, 1.0).astype(np.float64)
+
+
+def quantize_weight(weight: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
+    """``round(w / scale)`` as int8 (zero point 0: a zero weight stays exactly 0)."""
+    return np.clip(np.round(weight / scale), -128, 127).astype(np.int8)
+
+
+def activation_ranges(proto: Any, names: Sequence[str], reader: WindowCalibrationReader) -> dict[str, tuple[float,
+                                                                                                          float]]:
+    """(min, max) of each named tensor over the calibration batches, run through ONNX Runtime in fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    graph_inputs = {i.name for i in probe.graph.input}
+    outputs = {o.name for o in probe.graph.output}
+    fetch = [n for n in dict.fromkeys(names) if n not in graph_inputs]
+    for name in fetch:
+        if name not in outputs:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    low = dict.fromkeys(names, math.inf)
+    high = dict.fromkeys(names, -math.inf)
+    reader.rewind()
+    while (feed := reader.get_next()) is not None:
+        values = dict(zip(fetch, session.run(fetch, feed), strict=True)) if fetch else {}
+        for name in low:
+            value = feed[name] if name in graph_inputs else values[name]
+            low[name] = min(low[name], float(np.min(value)))
+            high[name] = max(high[name], float(np.max(value)))
+    if reader.yielded == 0:
+        raise CellError("INT8 calibration got no batches")
+    return {name: (low[name], high[name]) for name in names}
+
+
+def _match_qparams(weight: np.ndarray, learned: Sequence[LinearQParams]) -> list[LinearQParams] | None:
+    """The learned layers whose weights, side by side, are exactly ``weight`` (``[in, out]``), or None."""
+    blocks: list[LinearQParams] = []
+    column = 0
+    while column < weight.shape[1]:
+        for item in learned:
+            width = item.weight.shape[1]
+            if (item.weight.shape[0] == weight.shape[0] and column + width <= weight.shape[1]
+                    and np.array_equal(item.weight, weight[:, column:column + width])):
+                blocks.append(item)
+                column += width
+                break
+        else:
+            return None
+    return blocks
+
+
+INT32_BIAS_LIMIT = 2**30  # a bias folded into the int32 accumulator must leave it room
+
+
+def _bias_add(node: Any, consumers: dict[str, list[Any]], constants: dict[str, Any],
+              graph_outputs: set[str]) -> tuple[Any, np.ndarray] | None:
+    """The Add of a constant bias that alone consumes a MatMul's output (a Linear layer's bias), if any."""
+    from onnx import numpy_helper
+
+    out = node.output[0]
+    users = consumers.get(out, [])
+    if out in graph_outputs or len(users) != 1 or users[0].op_type != "Add":
+        return None
+    add = users[0]
+    other = add.input[1] if add.input[0] == out else add.input[0]
+    if other not in constants:
+        return None
+    bias = numpy_helper.to_array(constants[other]).astype(np.float32)
+    return (add, bias) if bias.ndim == 1 else None
+
+
+def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader, kept: dict[str, str], *,
+                         per_channel: bool, symmetric_activations: bool,
+                         qparams: Sequence[LinearQParams]) -> dict[str, Any]:
+    """Rewrite every weight product as QuantizeLinear → MatMulInteger → Add(int32 bias) → Cast → Mul.
+
+    ``y = x·W + b`` becomes ``((q(x) − zx)·Wq + round(b / (sx·sw)))`` in int32, cast to float and multiplied by
+    ``sx·sw`` — SparseML's form for a quantized Linear, which DeepSparse fuses into one kernel. The activation is
+    quantized once per tensor however many products read it. Weights are int8 with zero point 0. A bias that is
+    not a constant vector, or too large for the accumulator, is added in float after the rescale.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    constants = _constant_values(proto)
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+    plan, skipped = [], {}
+    for node in _weight_products(proto, kept):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if len(constants[node.input[1]].dims) != 2:
+            skipped[node.name] = "weight is not 2-D"
+            continue
+        if node.op_type == "Gemm" and attrs.get("transA", 0):
+            skipped[node.name] = "Gemm with transA"
+            continue
+        weight = numpy_helper.to_array(constants[node.input[1]]).astype(np.float32)
+        bias_add, bias, bias_name = None, None, None
+        if node.op_type == "Gemm":
+            weight = weight.T if attrs.get("transB", 0) else weight
+            if len(node.input) > 2 and node.input[2]:
+                bias_name = node.input[2]
+                if bias_name in constants:
+                    c = numpy_helper.to_array(constants[bias_name]).astype(np.float32) * float(attrs.get("beta", 1.0))
+                    bias = c.reshape(-1) if c.size == weight.shape[1] and c.ndim <= 2 else None
+        else:
+            found = _bias_add(node, consumers, constants, graph_outputs)
+            if found is not None:
+                bias_add, bias = found
+        plan.append((node, attrs, weight, bias_add, bias, bias_name,
+                     _match_qparams(weight, qparams) if qparams else None))
+    if not plan:
+        raise CellError(f"INT8: no weight product can be written as MatMulInteger ({skipped})")
+    to_calibrate = [item[0].input[0] for item in plan if item[-1] is None]
+    ranges = activation_ranges(proto, to_calibrate, reader) if to_calibrate else {}
+    if not to_calibrate:
+        reader.rewind()  # nothing calibrated: the learned parameters cover every product
+
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {t.name for t in graph.initializer}
+
+    def fresh(base: str) -> str:
+        name, index = base, 1
+        while name in taken:
+            name, index = f"{base}_{index}", index + 1
+        taken.add(name)
+        return name
+
+    new_inits: list[Any] = []
+
+    def constant(array: np.ndarray, base: str) -> str:
+        name = fresh(base)
+        new_inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    quantized_inputs: dict[tuple[str, float, int], tuple[str, str]] = {}  # -> (quantized tensor, zero point)
+    replaced: dict[int, list[Any]] = {}
+    learned_nodes = int_biases = 0
+    for node, attrs, weight, bias_add, bias, bias_name, match in plan:
+        base = node.name or node.output[0]
+        if match is None:
+            act_scale, act_zp = activation_qparams(*ranges[node.input[0]], symmetric_activations)
+            w_scale = weight_scale(weight, per_channel)
+        else:
+            learned_nodes += 1
+            low = min(-m.act_zero_point * m.act_scale for m in match)
+            high = max((255 - m.act_zero_point) * m.act_scale for m in match)
+            act_scale, act_zp = ((match[0].act_scale, match[0].act_zero_point) if len(match) == 1
+                                 else activation_qparams(low, high, symmetric=False))
+            scales = np.concatenate([np.broadcast_to(np.asarray(m.weight_scale, dtype=np.float64), m.weight.shape[1:])
+                                     for m in match])
+            w_scale = scales if np.any(scales != scales[0]) else np.float64(scales[0])
+        act_scale = float(np.float32(act_scale))
+        nodes: list[Any] = []
+        key = (node.input[0], act_scale, act_zp)
+        if key not in quantized_inputs:
+            scale_name = constant(np.array(act_scale, dtype=np.float32), f"{base}_x_scale")
+            zp_name = constant(np.array(act_zp, dtype=np.uint8), f"{base}_x_zero_point")
+            q_name = fresh(f"{base}_xq")
+            nodes.append(helper.make_node("QuantizeLinear", [node.input[0], scale_name, zp_name], [q_name],
+                                          name=fresh(f"{base}_quantize")))
+            quantized_inputs[key] = (q_name, zp_name)
+        q_input, zp_name = quantized_inputs[key]
+        w_name = constant(quantize_weight(weight, w_scale), f"{base}_w_int8")
+        wzp_name = constant(np.array(0, dtype=np.int8), f"{base}_w_zero_point")
+        rescale = act_scale * np.asarray(w_scale, dtype=np.float64) * float(attrs.get("alpha", 1.0))
+        output = bias_add.output[0] if bias_add is not None else node.output[0]
+        int_bias = None
+        if bias is not None:
+            candidate = np.round(bias.astype(np.float64) / np.broadcast_to(rescale, bias.shape))
+            if np.all(np.isfinite(candidate)) and np.abs(candidate).max(initial=0) < INT32_BIAS_LIMIT:
+                int_bias = candidate.astype(np.int32)
+        acc = fresh(f"{base}_int32")
+        nodes.append(helper.make_node("MatMulInteger", [q_input, w_name, zp_name, wzp_name], [acc], name=node.name))
+        if int_bias is not None:
+            int_biases += 1
+            biased = fresh(f"{base}_int32_bias")
+            nodes.append(helper.make_node("Add", [acc, constant(int_bias, f"{base}_bias_int32")], [biased],
+                                          name=fresh(f"{base}_bias")))
+            acc = biased
+        acc_f = fresh(f"{base}_int32_float")
+        float_bias = int_bias is None and (bias_add is not None or bias_name is not None)
+        product = fresh(f"{base}_product") if float_bias else output
+        nodes += [helper.make_node("Cast", [acc], [acc_f], to=TensorProto.FLOAT, name=fresh(f"{base}_cast")),
+                  helper.make_node("Mul", [acc_f, constant(rescale.astype(np.float32), f"{base}_rescale")],
+                                   [product], name=fresh(f"{base}_rescale"))]
+        if float_bias:
+            if bias is not None:
+                float_bias_name = constant(bias, f"{base}_bias")
+            else:  # a Gemm's non-constant C
+                float_bias_name = bias_name
+                beta = float(attrs.get("beta", 1.0))
+                if beta != 1.0:
+                    scaled = fresh(f"{base}_bias_scaled")
+                    nodes.append(helper.make_node("Mul", [bias_name, constant(np.array(beta, dtype=np.float32),
+                                                                               f"{base}_beta")], [scaled],
+                                                  name=fresh(f"{base}_beta_mul")))
+                    float_bias_name = scaled
+            nodes.append(helper.make_node("Add", [product, float_bias_name], [output], name=fresh(f"{base}_add")))
+        replaced[id(node)] = nodes
+        if bias_add is not None:
+            replaced[id(bias_add)] = []
+
+    rewritten = []
+    for node in graph.node:
+        rewritten.extend(replaced.get(id(node), [node]))
+    used = {name for node in rewritten for name in node.input} | graph_outputs
+    while True:  # drop Constant/Identity nodes (and then initializers) that fed only the replaced products
+        dead = {id(n) for n in rewritten if n.op_type in ("Constant", "Identity") and n.output[0] not in used}
+        if not dead:
+            break
+        rewritten = [n for n in rewritten if id(n) not in dead]
+        used = {name for node in rewritten for name in node.input} | graph_outputs
+    initializers = [t for t in graph.initializer if t.name in used] + new_inits
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    return {"method": "static-int8", "format": "matmulinteger", "weights": "int8 symmetric (zero point 0)",
+            "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
+            "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
+            "matmul_const_b_only": True, "int32_biases": int_biases, "learned_qparams_nodes": learned_nodes,
+            "calibrated_nodes": len(plan) - learned_nodes, "skipped": dict(sorted(skipped.items()))}
 
 
 def _store_raw(path: Path) -> None:
@@ -287,7 +612,7 @@ def weight_zeros(path: str | Path) -> dict[str, int]:
 
 def open_session(runtime: str, export: ExportResult, *, threads: int, batch_size: int,
                  graph_optimization: str = "all", diagnose_fallbacks: bool = True) -> Any:
-    """An ONNX Runtime or DeepSparse session on ``export.path`` (e.g. a QDQ graph), with the runtime plugins'
+    """An ONNX Runtime or DeepSparse session on ``export.path`` (e.g. an INT8 graph), with the runtime plugins'
     session classes and settings."""
     if runtime == "onnxruntime":
         import onnxruntime as ort
@@ -324,7 +649,7 @@ def open_session(runtime: str, export: ExportResult, *, threads: int, batch_size
                 raise CellError(f"deepsparse: {info['fallbacks']['crash']} on {export.path.name} "
                                 f"(fraction of supported ops {fraction:.4f})")
         return DeepSparseSession(engine, export, info)
-    raise RuntimeUnavailable(f"runtime {runtime!r} cannot run an INT8 QDQ ONNX graph; quantized cells run on "
+    raise RuntimeUnavailable(f"runtime {runtime!r} cannot run an INT8 ONNX graph; quantized cells run on "
                              f"{' and '.join(ONNX_RUNTIMES)}")
 
 

@@ -115,16 +115,31 @@ DEFAULT_KEEP_FLOAT = ("projection", "*.projection", "head", "*.linear_pred", "*.
                       "*dft*")
 
 
-class QuantizeConfig(StrictModel):
-    """Post-training static INT8 quantization of the exported model (QDQ ONNX; see docs/runtimes.md)."""
+QAT_FIELDS = ("epochs", "lr", "max_train_batches", "recipe")
 
-    method: Literal["static-int8"] = "static-int8"
+
+class QuantizeConfig(StrictModel):
+    """INT8 quantization of the exported model (see docs/runtimes.md).
+
+    ``static-int8``: post-training static quantization, calibrated on training windows. ``sparseml-qat``:
+    quantization-aware fine-tuning through a SparseML recipe (pruned zeros held), then the same INT8 graph
+    written with the learned scales. ``format``: ``matmulinteger`` (QuantizeLinear → MatMulInteger → Cast → Mul,
+    the form DeepSparse runs fast) or ``qdq`` (ONNX Runtime's QDQ graph).
+    """
+
+    method: Literal["static-int8", "sparseml-qat"] = "static-int8"
+    format: Literal["matmulinteger", "qdq"] = "matmulinteger"
     calibration_batches: PositiveInt = 16  # batches of training windows (at the cell's batch size)
     keep_float: list[str] = Field(default_factory=lambda: list(DEFAULT_KEEP_FLOAT))
-    per_channel: bool = False  # DeepSparse 1.8 runs per-channel weight DequantizeLinear outside its engine
+    per_channel: bool = False  # QDQ: DeepSparse 1.8 runs per-channel weight DequantizeLinear outside its engine
     symmetric_activations: bool = False
     # correctness gate: RMS(int8 - fp32 torch eager) / std(fp32 torch eager) over the gate batches
     tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    # sparseml-qat only (null otherwise; defaults filled in for sparseml-qat)
+    epochs: PositiveInt | None = None  # QAT fine-tuning epochs (default 2)
+    lr: Annotated[float, Field(gt=0)] | None = None  # its learning rate (default 1e-5)
+    max_train_batches: PositiveInt | None = None  # cap on batches per epoch
+    recipe: str | None = None  # a SparseML recipe (YAML) used instead of the generated one
 
     @field_validator("keep_float")
     @classmethod
@@ -135,6 +150,38 @@ class QuantizeConfig(StrictModel):
             if pattern.startswith("op:") and not pattern[3:].isidentifier():
                 raise ValueError(f"keep_float pattern {pattern!r}: 'op:' must be followed by an ONNX op type")
         return value
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"recipe file {value!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> QuantizeConfig:
+        if self.method == "sparseml-qat":
+            if self.format != "matmulinteger":
+                raise ValueError("sparseml-qat writes its learned scales in the matmulinteger format only")
+            if self.epochs is None:
+                self.epochs = 2
+            if self.lr is None:
+                self.lr = 1e-5
+        else:
+            given = [name for name in QAT_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for method 'sparseml-qat'")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_qat_fields(self, handler: Any) -> Any:
+        # post-training configs dump without the QAT fields (shorter cell keys, same meaning)
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in QAT_FIELDS:
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
 
 
 class PruningEntry(StrictModel):

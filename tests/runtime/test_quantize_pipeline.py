@@ -111,7 +111,8 @@ def test_spec_run_stores_quantized_cells_with_all_columns(registry, tmp_path):
         row = by[(pruner, "onnxruntime", "static-int8", 3)]
         assert row["status"] == "ok", row["error"]
         assert row["runtime_info"]["quantize"]["calibration_batches"] == 3
-        assert row["runtime_info"]["quantize"]["qdq_nodes"]["DequantizeLinear"] > 0
+        assert row["runtime_info"]["quantize"]["format"] == "matmulinteger"  # the default
+        assert row["runtime_info"]["quantize"]["int8_ops"]["MatMulInteger"] > 0
         for column in ("mse", "mae", "latency_ms_median", "model_bytes", "model_bytes_compressed", "peak_rss_mb",
                        "rel_err_vs_torch", "max_abs_err_vs_torch", "speedup_vs_dense"):
             assert row[column] is not None and row[column] > 0, column

@@ -1,0 +1,214 @@
+"""INT8 graph formats: MatMulInteger (the default) and QDQ, on ONNX Runtime and DeepSparse."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+from runtime_toys import make_inputs
+
+from sparse_runtime.export import export_onnx
+from sparse_runtime.quantize import (
+    DEFAULT_FORMAT,
+    LinearQParams,
+    WindowCalibrationReader,
+    activation_qparams,
+    open_session,
+    quantize_onnx,
+)
+from tsbench_core.protocols import availability_of
+from tsbench_core.verify import verify_session_relative
+
+
+def _prune(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight
+                w[w.abs() <= w.abs().flatten().kthvalue(int(w.numel() * fraction)).values] = 0.0
+    return model
+
+
+def _batches(seeds):
+    return [tuple(t.numpy() for t in make_inputs(seed)) for seed in seeds]
+
+
+def _runtimes(registry) -> list[str]:
+    return ["onnxruntime"] + (["deepsparse"] if availability_of(registry.get("runtime", "deepsparse")).available
+                              else [])
+
+
+class Flat(torch.nn.Module):
+    """Linear layers on 2-D inputs (exported as Gemm with transB=1) around a 3-D one (MatMul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.Linear(3, 12)
+        self.flat = torch.nn.Linear(16 * 12, 24)
+        self.out = torch.nn.Linear(24, 24)
+
+    def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
+        h = torch.relu(self.inner(x_enc)).flatten(1)
+        return self.out(torch.relu(self.flat(h))).view(-1, 8, 3)
+
+
+@pytest.fixture
+def pruned(tiny):
+    return _prune(tiny, 0.7)
+
+
+def test_default_format_is_matmulinteger_with_int8_weights_whose_zeros_stay_zero(pruned, tmp_path):
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "int8.onnx", WindowCalibrationReader(_batches(range(4)), export))
+    assert DEFAULT_FORMAT == "matmulinteger" and result.info()["format"] == "matmulinteger"
+    fp32 = onnx.load(str(export.path))
+    proto = onnx.load(str(result.path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "DequantizeLinear" not in ops
+    # every weight product, also those whose weight reaches them through an Identity (a weight used twice)
+    weight_products = [n for n in fp32.graph.node if n.op_type == "MatMul" and not n.input[1].startswith("/")]
+    assert ops.count("MatMulInteger") == result.quantized_nodes == len(weight_products) == 7
+    assert ops.count("MatMul") == 2  # the two attention products (activation x activation) stay float
+    # every QuantizeLinear feeds MatMulIntegers only; each MatMulInteger is followed by the Linear's bias added
+    # in int32, then Cast and the rescaling Mul (SparseML's form), and the fp32 bias Add is gone
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    int32 = {t.name for t in proto.graph.initializer if t.data_type == TensorProto.INT32}
+    for node in proto.graph.node:
+        if node.op_type == "QuantizeLinear":
+            assert {n.op_type for n in consumers[node.output[0]]} == {"MatMulInteger"}
+        if node.op_type == "MatMulInteger":
+            (add,) = consumers[node.output[0]]
+            assert add.op_type == "Add" and add.input[1] in int32
+            assert [n.op_type for n in consumers[add.output[0]]] == ["Cast"]
+            (cast,) = consumers[add.output[0]]
+            assert [n.op_type for n in consumers[cast.output[0]]] == ["Mul"]
+    assert ops.count("Add") == [n.op_type for n in fp32.graph.node].count("Add")  # bias Adds replaced one for one
+    assert result.info()["int32_biases"] == 7
+    # zeros: the int8 weight of each product is zero exactly where the fp32 weight is
+    f32 = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    i8 = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    identities = {n.output[0]: n.input[0] for n in fp32.graph.node if n.op_type == "Identity"}
+    for original, node in zip(weight_products, (n for n in proto.graph.node if n.op_type == "MatMulInteger"),
+                              strict=True):
+        weight = f32[identities.get(original.input[1], original.input[1])]
+        quantized = i8[node.input[1]]
+        assert quantized.dtype == np.int8 and quantized.shape == weight.shape
+        assert i8[node.input[3]] == 0  # weight zero point
+        assert np.all(quantized[weight == 0] == 0)  # zero point 0: a pruned zero stays exactly 0
+        assert np.count_nonzero(weight == 0) >= 0.6 * weight.size
+    assert all(t.HasField("raw_data") for t in proto.graph.initializer if t.data_type == TensorProto.INT8)
+    # the replaced fp32 weights (and the Identity nodes that passed them on) are gone
+    assert not any(t.data_type == TensorProto.FLOAT and len(t.dims) == 2 for t in proto.graph.initializer)
+    assert "Identity" not in ops
+
+
+def test_a_bias_too_large_for_the_accumulator_is_added_in_float(registry, tmp_path):
+    torch.manual_seed(5)
+    model = _prune(Flat().eval(), 0.5)
+    with torch.no_grad():
+        model.out.bias[0] = 1e9  # / (sx * sw) is far beyond 2**30
+    export = export_onnx(model, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(_batches(range(3)), export))
+    assert result.info()["int32_biases"] == 2  # inner and flat; out's bias stays float
+    proto = onnx.load(str(result.path))
+    floats = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT}
+    assert any(a.shape == (24,) and a[0] == np.float32(1e9) for a in floats.values())
+    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    try:
+        out = session.run(list(_batches((9,))[0]))
+    finally:
+        session.close()
+    with torch.no_grad():
+        ref = model(*make_inputs(9)).numpy()
+    flat_out, flat_ref = out.reshape(4, -1), ref.reshape(4, -1)
+    np.testing.assert_allclose(flat_out[:, 0], flat_ref[:, 0], rtol=1e-6)  # the huge bias, added in float
+    np.testing.assert_allclose(flat_out[:, 1:], flat_ref[:, 1:], atol=0.05)  # the rest: INT8 noise only
+
+
+@pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
+def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path, quant_format):
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / f"{quant_format}.onnx",
+                           WindowCalibrationReader(_batches(range(10, 16)), export), quant_format=quant_format)
+    gate = _batches((20, 21))
+    outputs = {}
+    for runtime in _runtimes(registry):
+        session = open_session(runtime, result.export, threads=1, batch_size=4)
+        try:
+            _, rel = verify_session_relative(session, pruned, gate, tolerance=0.1)
+            assert 0 < rel < 0.1
+            outputs[runtime] = session.run(list(gate[0]))
+            if runtime == "deepsparse":
+                assert session.info["fraction_of_supported_ops"] == 1.0  # the whole INT8 graph in the engine
+        finally:
+            session.close()
+    if len(outputs) == 2:  # the two runtimes compute the same integer arithmetic
+        np.testing.assert_allclose(outputs["onnxruntime"], outputs["deepsparse"], atol=1e-4)
+
+
+def test_gemm_with_bias_per_channel_and_symmetric_activations(registry, tmp_path):
+    torch.manual_seed(3)
+    model = _prune(Flat().eval(), 0.8)
+    export = export_onnx(model, make_inputs(0), tmp_path / "fp32.onnx")
+    assert export.op_counts.get("Gemm") == 2
+    gate = _batches((30, 31))
+    reader = WindowCalibrationReader(_batches(range(6)), export)
+    for per_channel, symmetric in ((False, False), (True, False), (False, True)):
+        result = quantize_onnx(export, tmp_path / f"q{per_channel}{symmetric}.onnx", reader, per_channel=per_channel,
+                               symmetric_activations=symmetric)
+        proto = onnx.load(str(result.path))
+        ops = [n.op_type for n in proto.graph.node]
+        assert "Gemm" not in ops and ops.count("MatMulInteger") == 3
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        quantize_nodes = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+        if symmetric:
+            assert all(inits[n.input[2]] == 128 for n in quantize_nodes)  # uint8, zero point in the middle
+        casts = {n.output[0] for n in proto.graph.node if n.op_type == "Cast"}
+        rescales = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "Mul" and n.input[0] in casts]
+        assert len(rescales) == 3 and all(r.ndim == (1 if per_channel else 0) for r in rescales)  # per column
+        for runtime in _runtimes(registry):
+            session = open_session(runtime, result.export, threads=1, batch_size=4)
+            try:
+                _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
+                assert rel < 0.1
+                if runtime == "deepsparse":
+                    assert session.info["fraction_of_supported_ops"] == 1.0
+            finally:
+                session.close()
+
+
+def test_learned_parameters_are_written_as_given(pruned, tmp_path):
+    """QAT's scales replace calibrated ones for every product whose weight they match (also as a block of
+    columns); products they do not match are calibrated."""
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    mix = pruned.mix.weight.detach().numpy().T
+    learned = [LinearQParams("mix", mix.copy(), weight_scale=0.01, act_scale=0.05, act_zero_point=7)]
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(_batches(range(3)), export),
+                           qparams=learned)
+    assert result.info()["learned_qparams_nodes"] == 1 and result.info()["calibrated_nodes"] == 6
+    proto = onnx.load(str(result.path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    node = next(n for n in proto.graph.node if n.op_type == "MatMulInteger" and n.name == "/mix/MatMul")
+    np.testing.assert_array_equal(inits[node.input[1]], np.clip(np.round(mix / 0.01), -128, 127).astype(np.int8))
+    assert inits[node.input[2]] == 7
+    quantize = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.output[0] == node.input[0])
+    assert inits[quantize.input[1]] == np.float32(0.05)
+    with pytest.raises(ValueError, match="matmulinteger"):
+        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(_batches(range(2)), export),
+                      quant_format="qdq", qparams=learned)
+    with pytest.raises(ValueError, match="unknown INT8 format"):
+        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(_batches(range(2)), export),
+                      quant_format="qoperator")
+
+
+def test_activation_parameters_cover_the_range_and_zero():
+    scale, zero = activation_qparams(-1.0, 3.0, symmetric=False)
+    assert scale == pytest.approx(4.0 / 255) and zero == 64  # round(1 / (4/255))
+    assert activation_qparams(0.5, 2.0, symmetric=False) == (pytest.approx(2.0 / 255), 0)  # widened to 0
+    assert activation_qparams(-2.0, 1.0, symmetric=True) == (pytest.approx(2.0 / 127), 128)
+    assert activation_qparams(0.0, 0.0, symmetric=False) == (1.0, 0)  # a constant-zero input
