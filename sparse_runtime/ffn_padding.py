@@ -1,29 +1,30 @@
 """Pad feed-forward hidden widths that DeepSparse 1.8's compiler aborts on: an exact deploy-form transform.
 
 Why it exists: DeepSparse 1.8 (end-of-life, no fix coming) *aborts the process* (exit code 1, ``Assertion at
-src/lib/jit/function/fused_ops.cpp:250``) when it compiles a feed-forward block ``Linear(d -> h) - GELU -
-Linear(h -> d)`` on token sequences ``[B, L, d]`` whose hidden width ``h`` lies just above a multiple of 64.
-Measured with ``benchmarks/deepsparse_width_probe.py`` (286 compiles, ``benchmarks/results/
-deepsparse_width_probe/``): at one core, d_model 512, L = 96, every aborting width has ``h mod 64`` in 1..16
-and ``h >= 705`` (961-976 and 1025-1040 abort, 960 and 977-1024 compile; in-band widths up to 657 compile); the
-same at d_model 256, L = 144, batch 1, 4 and 32. With two cores fewer widths abort (1030 compiles; 1552 and
-2060 abort), all inside the same band. Erf-GELU only: tanh-GELU and ReLU compile at the aborting widths, and so
+src/lib/jit/function/fused_ops.cpp:250``) when it compiles a feed-forward block ``Linear(d -> h) - GELU - Linear(h
+-> d)`` on token sequences ``[B, L, d]`` whose hidden width ``h`` lies just above a multiple of 64. Measured with
+``benchmarks/deepsparse_width_probe.py`` (286 compiles, ``benchmarks/results/deepsparse_width_probe/``): at one
+core, d_model 512, L = 96, every aborting width has ``h mod 64`` in 1..16 and ``h >= 705`` (961-976 and 1025-1040
+abort, 960 and 977-1024 compile; in-band widths up to 657 compile); the same at d_model 256, L = 144, batch 1, 4 and
+32. With two cores fewer widths abort (1030 compiles; 1552 and 2060 abort), all inside the same band — but small
+widths abort there too: the structured-50 % Crossformer's decoder MLPs of width 262 and 266 aborted its 2-core
+compile (2026-12-01; padded, it compiles). Erf-GELU only: tanh-GELU and ReLU compile at the aborting widths, and so
 do 2-D inputs ``[B, d]``. All 47 multiples of 32 scanned (64..2144) compile. Dense models have ``h = 2048``;
-structured pruning leaves each FFN at whatever width the global channel ranking gives (the 50 % Transformer has
-1034 and 1032), so the pruned Transformer, Informer, FEDformer and Crossformer aborted.
+structured pruning leaves each FFN at whatever width the global channel ranking gives (the 50 % Transformer has 1034
+and 1032), so the pruned Transformer, Informer, FEDformer and Crossformer aborted.
 
-What it does: every erf-GELU FFN whose width is in the band and above ``MIN_PADDED_WIDTH`` (512, a margin below
-the measured onset for shapes not scanned) is padded up to the next multiple of ``SAFE_MULTIPLE`` (32): the
-first projection gets zero output rows (and zero bias entries), the second zero input columns. The padded
-channels carry ``act(0 + 0)`` — 0 for GELU and ReLU, and any finite value would do — into zero weights, so the
-output is the unpadded model's (up to float summation order). Applied by the DeepSparse runtime to a copy of the
-model before the ONNX export; the model, its checkpoint and its accounting keep the pruned widths. The
-runtime's subprocess compile probe remains the safety net for shapes outside the scan.
+What it does: every erf-GELU FFN whose width is in the band and at least ``MIN_PADDED_WIDTH`` (129, a margin below
+the smallest aborting width seen, 262 at two cores; iTransformer's 75 compiled at one and two cores) is padded up to
+the next multiple of ``SAFE_MULTIPLE`` (32): the first projection gets zero output rows (and zero bias entries), the
+second zero input columns. The padded channels carry ``act(0 + 0)`` — 0 for GELU and ReLU, and any finite value
+would do — into zero weights, so the output is the unpadded model's (up to float summation order). Applied by the
+DeepSparse runtime to a copy of the model before the ONNX export; the model, its checkpoint and its accounting keep
+the pruned widths. The runtime's subprocess compile probe remains the safety net for shapes outside the scan.
 
-How FFN pairs are found, for any model: two ``nn.Linear`` (or kernel-1 ``nn.Conv1d``) modules A and B with
-``A``'s output width equal to ``B``'s input width, where, on the example inputs, every input of B equals an
-elementwise activation (ReLU, erf-GELU or tanh-GELU) of the matching output of A. After padding the whole model
-is run again and compared with the unpadded copy; a mismatch drops the padding (recorded, never silent).
+How FFN pairs are found, for any model: two ``nn.Linear`` (or kernel-1 ``nn.Conv1d``) modules A and B with ``A``'s
+output width equal to ``B``'s input width, where, on the example inputs, every input of B equals an elementwise
+activation (ReLU, erf-GELU or tanh-GELU) of the matching output of A. After padding the whole model is run again and
+compared with the unpadded copy; a mismatch drops the padding (recorded, never silent).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from sparse_runtime.common import set_deploy_form
 
 ABORT_PERIOD = 64  # widths h with h % ABORT_PERIOD in ABORT_BAND abort the compile (GELU FFNs) ...
 ABORT_BAND = range(1, 17)
-MIN_PADDED_WIDTH = 513  # ... from 705 on (measured); padded from 513 on
+MIN_PADDED_WIDTH = 129  # ... from 705 on at one core, from 262 or lower at two (measured); padded from 129 on
 SAFE_MULTIPLE = 32  # every multiple of 32 compiled in the scan; padding goes to the next one
 PADDED_ACTIVATIONS = frozenset({"gelu"})  # erf-GELU only: tanh-GELU and ReLU compiled at the aborting widths
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
