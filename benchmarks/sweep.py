@@ -294,7 +294,7 @@ def plot_sweep(records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
         fig.suptitle(f"{model}: pruned vs dense, same runtime")
         written += save_figure(fig, folder, f"speedup_{model}")
     if ok:
-        fig, (ax_u, ax_s) = _figure(2, width=6.0)
+        fig, (ax_u, ax_s) = _figure(2, width=7.0)
         deepsparse = [r for r in ok if r["runtime"] == "deepsparse" and r["pruner"] != "structured"]
         for i, model in enumerate(sorted({r["model"] for r in deepsparse})):
             pts = sorted((r["sparsity"], r["speedup"]) for r in deepsparse if r["model"] == model)
@@ -312,9 +312,10 @@ def plot_sweep(records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
         ax_s.axhline(TARGET_STRUCTURED, ls="--", color="k", lw=1, label=f"target {TARGET_STRUCTURED:g}")
         ax_s.set(xlabel="structured pruning target", ylabel="speedup / MAC reduction",
                  title="structured on dense kernels")
-        for ax in (ax_u, ax_s):
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+        ax_u.grid(alpha=0.3)
+        ax_u.legend(fontsize=7)
+        ax_s.grid(alpha=0.3)
+        ax_s.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: it hides the points
         written += save_figure(fig, folder, "overview")
     return written
 
