@@ -11,14 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import nn
 
 from tsbench_core.data import Batch, DatasetSplits, DataShape, TimeEncoding, Windows
+
+
+def _recipe_file_exists(value: str) -> str:
+    if not Path(value).expanduser().is_file():
+        raise ValueError(f"recipe file {value!r} does not exist")
+    return value
+
+
+RecipeFile = Annotated[str, AfterValidator(_recipe_file_exists)]
+"""A path option naming a file that must exist when the spec is validated (SparseML recipes)."""
 
 
 class PluginParams(BaseModel):

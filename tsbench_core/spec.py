@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from tsbench_core.errors import UserError
+from tsbench_core.protocols import RecipeFile
 from tsbench_core.registry import Registry, unknown_name_message
 from tsbench_core.spec_models import check_pruners_against_models
 
@@ -139,7 +140,7 @@ class QuantizeConfig(StrictModel):
     epochs: PositiveInt | None = None  # QAT fine-tuning epochs (default 2)
     lr: Annotated[float, Field(gt=0)] | None = None  # its learning rate (default 1e-5)
     max_train_batches: PositiveInt | None = None  # cap on batches per epoch
-    recipe: str | None = None  # a SparseML recipe (YAML) used instead of the generated one
+    recipe: RecipeFile | None = None  # a SparseML recipe (YAML) used instead of the generated one
 
     @field_validator("keep_float")
     @classmethod
@@ -149,13 +150,6 @@ class QuantizeConfig(StrictModel):
                 raise ValueError(f"keep_float pattern {pattern!r} is empty or has surrounding spaces")
             if pattern.startswith("op:") and not pattern[3:].isidentifier():
                 raise ValueError(f"keep_float pattern {pattern!r}: 'op:' must be followed by an ONNX op type")
-        return value
-
-    @field_validator("recipe")
-    @classmethod
-    def _recipe_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).expanduser().is_file():
-            raise ValueError(f"recipe file {value!r} does not exist")
         return value
 
     @model_validator(mode="after")

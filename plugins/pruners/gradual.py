@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from plugins.pruners.scoring import masks_from_scores
@@ -33,7 +33,7 @@ from plugins.pruners.selection import (
     sparsity_report,
 )
 from tsbench_core.errors import CellError
-from tsbench_core.protocols import Availability, PruneContext, PruneResult
+from tsbench_core.protocols import Availability, PruneContext, PruneResult, RecipeFile
 
 
 class GradualParams(SelectionParams):
@@ -48,15 +48,8 @@ class GradualParams(SelectionParams):
                                            "updates; null: a tenth of the pruning span.")
     scope: Literal["global", "layer"] = Field(default="global", description="global: one magnitude "
                                               "threshold over all selected weights; layer: per layer.")
-    recipe: str | None = Field(default=None, description="Path of a SparseML recipe (YAML) used instead of "
+    recipe: RecipeFile | None = Field(default=None, description="Path of a SparseML recipe (YAML) used instead of "
                                "the generated one.")
-
-    @field_validator("recipe")
-    @classmethod
-    def _recipe_exists(cls, value: str | None) -> str | None:
-        if value is not None and not Path(value).expanduser().is_file():
-            raise ValueError(f"recipe file {value!r} does not exist")
-        return value
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> GradualParams:
