@@ -215,9 +215,14 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
         if cell.quantize is None:
             row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
         else:  # accuracy measured through the runtime replaces the fp32 torch figures
+            job = cell.prune.train
+
+            def train(m: Any, **kwargs: Any) -> dict[str, Any]:  # the cell's training loop, for QAT
+                return train_model(m, splits, job.training, seed=job.seed, progress=ws.progress, **kwargs).as_dict()
+
             row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
-                                     cell.quantize, workdir,
-                                     max_eval_batches=cell.prune.train.training.max_eval_batches)
+                                     cell.quantize, workdir, max_eval_batches=job.training.max_eval_batches,
+                                     train=train)
             row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
         row["status"] = STATUS_OK
     except RuntimeUnavailable as exc:

@@ -128,6 +128,35 @@ def test_spec_run_stores_quantized_cells_with_all_columns(registry, tmp_path):
         assert row["mse"] is None and row["latency_ms_median"] is None  # no fp32 figure passed off as INT8
 
 
+def test_spec_run_honours_format_and_runs_sparseml_qat(registry, tmp_path):
+    """``format: qdq`` writes a QDQ graph, ``method: sparseml-qat`` fine-tunes (zeros held) before writing."""
+    from tsbench_core.runner import run
+
+    spec_dict = tiny_spec(name="int8-qat", runtimes=[{"plugin": "onnxruntime"}])
+    spec_dict["training"] |= {"epochs": 1, "max_train_batches": 5}
+    spec_dict["pruning"] = [
+        {"pruner": "magnitude", "sparsities": [0.5], "quantize": {"calibration_batches": 2, "tolerance": 0.5,
+                                                                  "format": "qdq"}},
+        {"pruner": "magnitude", "sparsities": [0.5], "quantize": {"method": "sparseml-qat", "calibration_batches": 2,
+                                                                  "tolerance": 0.5, "epochs": 1,
+                                                                  "max_train_batches": 3}},
+    ]
+    spec = parse_spec(json.dumps(spec_dict), "s.json")
+    with Store(tmp_path / "r.db") as store:
+        run(spec, store, registry=registry)
+        rows = [r for r in store.rows("int8-qat") if r["pruner"] == "magnitude" and r["quantize"]]
+    by = {r["quantize"]: r for r in rows}
+    qdq = by["static-int8"]
+    assert qdq["status"] == "ok", qdq["error"]
+    assert qdq["runtime_info"]["quantize"]["format"] == "qdq"
+    qat = by["sparseml-qat"]
+    assert qat["status"] == "ok", qat["error"]
+    info = qat["runtime_info"]["quantize"]
+    assert info["method"] == "sparseml-qat" and info["format"] == "matmulinteger"
+    assert info["qat"]["zeros_held"] > 0 and info["qat"]["quantized_linears"]
+    assert qat["mse"] is not None and qat["mse"] != qdq["mse"]
+
+
 def test_bench_quantize_int8_via_the_cli(registry, capsys):
     from tsbench_core.cli import main
 

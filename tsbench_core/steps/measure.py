@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +146,14 @@ def measure_quantized(
     workdir: Path,
     *,
     max_eval_batches: int | None = None,
+    train: Callable[..., dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Quantize ``model`` to INT8 (calibrated on training windows), gate it against torch-eager fp32 with the
-    relative tolerance, then measure test accuracy, latency, sizes and peak memory through ``runtime``."""
+    relative tolerance, then measure test accuracy, latency, sizes and peak memory through ``runtime``.
+
+    ``method: sparseml-qat`` first fine-tunes a copy of ``model`` with SparseML QAT through ``train`` (the cell's
+    training loop, zeros held); the fine-tuned float model is then exported, written with the learned scales and
+    gated against (it is the model the INT8 graph approximates)."""
     from sparse_runtime.export import export_onnx
     from sparse_runtime.quantize import ONNX_RUNTIMES as RUNNABLE
     from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
@@ -161,6 +167,17 @@ def measure_quantized(
     threads = timing.threads or os.cpu_count() or 1
     model = model.cpu().eval()
     workdir = Path(workdir)
+    qparams, qat_info = None, None
+    if quantize.method == "sparseml-qat":
+        from sparse_runtime.qat import qat_finetune
+
+        if train is None:
+            raise CellError("sparseml-qat needs the cell's training loop")
+        qat = qat_finetune(model, train, keep_float=list(quantize.keep_float), epochs=int(quantize.epochs or 2),
+                           lr=float(quantize.lr or 1e-5), max_train_batches=quantize.max_train_batches,
+                           symmetric_activations=quantize.symmetric_activations, recipe=quantize.recipe)
+        model, qparams = qat.model.cpu().eval(), qat.qparams
+        qat_info = {k: v for k, v in qat.info.items() if k != "recipe_text"}
     gate_batches = static_batches(splits.test, batch_size, timing.verify_batches)
     example = tuple(torch.from_numpy(a) for a in gate_batches[0])
     opset = getattr(runtime_params, "opset", None)
@@ -168,7 +185,8 @@ def measure_quantized(
     reader = WindowCalibrationReader(static_batches(splits.train, batch_size, quantize.calibration_batches), export)
     quantized = quantize_onnx(export, workdir / "model.int8.onnx", reader, keep_float=quantize.keep_float,
                               per_channel=quantize.per_channel,
-                              symmetric_activations=quantize.symmetric_activations)
+                              symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,
+                              qparams=qparams)
     session = open_session(runtime.name, quantized.export, threads=threads, batch_size=batch_size,
                            graph_optimization=getattr(runtime_params, "graph_optimization", "all"),
                            diagnose_fallbacks=getattr(runtime_params, "diagnose_fallbacks", True))
@@ -183,7 +201,8 @@ def measure_quantized(
     fp32_sizes = model_sizes(export.path)
     footprint = onnx_footprint(runtime.name, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
                                onnx_path=quantized.path)
-    info |= {"quantize": quantized.info(), "fp32_model_bytes": fp32_sizes["model_bytes"],
+    info |= {"quantize": quantized.info() | ({"method": "sparseml-qat", "qat": qat_info} if qat_info else {}),
+             "fp32_model_bytes": fp32_sizes["model_bytes"],
              "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **footprint.get("info", {})}
     return {
         "quantize": quantize.method,
