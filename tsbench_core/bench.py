@@ -90,7 +90,7 @@ def bench(
     mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
 
     With ``quantize="int8"``, every ONNX runtime (onnxruntime, deepsparse) also gets a row with
-    ``precision="int8"``: the (pruned) model quantized to INT8 QDQ (calibrated on random batches, since bench
+    ``precision="int8"``: the (pruned) model quantized to INT8 (MatMulInteger; calibrated on random batches, since bench
     has no data), gated against torch eager fp32 with the relative tolerance, and timed in the same interleaved
     rounds; its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that runtime.
     """

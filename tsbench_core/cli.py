@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
                    help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size, "
-                        "quantize: static-int8 or none) is one of the values; repeat for several fields")
+                        "quantize: static-int8, sparseml-qat or none) is one of the values; repeat for several fields")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="validate spec files; exit 2 with located problems")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred-len", type=int, default=96)
     p.add_argument("--enc-in", type=int, default=7)
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="also time the (pruned) model quantized to INT8 (QDQ) on onnxruntime/deepsparse")
+                   help="also time the (pruned) model quantized to INT8 (MatMulInteger) on onnxruntime/deepsparse")
     p.add_argument("--int8-tolerance", type=float, default=0.1,
                    help="INT8 gate: max RMS error / std of the fp32 torch-eager output (default %(default)s)")
     p.add_argument("--json", action="store_true")

@@ -159,7 +159,7 @@ def measure_quantized(
     from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
 
     if runtime.name not in RUNNABLE:
-        raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 QDQ ONNX graph; quantized cells "
+        raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 ONNX graph; quantized cells "
                                  f"run on {' and '.join(RUNNABLE)}")
     availability = availability_of(runtime)
     if not availability.available:
