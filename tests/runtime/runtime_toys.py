@@ -51,3 +51,18 @@ def make_inputs(seed: int = 0, batch: int = B) -> tuple[torch.Tensor, ...]:
             torch.randn(batch, LABEL + PRED, C, generator=g), torch.rand(batch, LABEL + PRED, MARKS, generator=g) - 0.5)
 
 
+
+
+def prune_linears(model: nn.Module, fraction: float) -> nn.Module:
+    """Zero the smallest-magnitude ``fraction`` of every Linear weight (a stand-in for a pruner)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                w = module.weight
+                w[w.abs() <= w.abs().flatten().kthvalue(int(w.numel() * fraction)).values] = 0.0
+    return model
+
+
+def input_batches(seeds, scale: float = 1.0) -> list[tuple]:
+    """``make_inputs`` of each seed as numpy arrays (times ``scale``): calibration or gate batches."""
+    return [tuple(t.numpy() * scale for t in make_inputs(seed)) for seed in seeds]

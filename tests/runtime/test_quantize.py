@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from runtime_toys import make_inputs
+from runtime_toys import input_batches, make_inputs, prune_linears
 
 from sparse_runtime.export import export_onnx
 from sparse_runtime.quantize import (
@@ -27,25 +27,9 @@ from tsbench_core.steps.measure import static_batches
 from tsbench_core.verify import verify_session_relative
 
 
-def _prune(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
-    """Zero the smallest-magnitude ``fraction`` of every Linear weight (a stand-in for a pruner)."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight
-                k = int(w.numel() * fraction)
-                threshold = w.abs().flatten().kthvalue(k).values
-                w[w.abs() <= threshold] = 0.0
-    return model
-
-
-def _batches(seeds, scale: float = 1.0):
-    return [tuple(t.numpy() * scale for t in make_inputs(seed)) for seed in seeds]
-
-
 @pytest.fixture
 def pruned_tiny(tiny):
-    return _prune(tiny, 0.7)
+    return prune_linears(tiny, 0.7)
 
 
 @pytest.fixture
@@ -88,8 +72,8 @@ class TinyForecasterFor(torch.nn.Module):
 
 
 def test_quantized_graph_has_qdq_nodes_and_pruned_zeros_stay_zero(exported, tmp_path):
-    result = quantize_onnx(exported, tmp_path / "int8.onnx", WindowCalibrationReader(_batches(range(10, 14)), exported),
-                           quant_format="qdq")
+    reader = WindowCalibrationReader(input_batches(range(10, 14)), exported)
+    result = quantize_onnx(exported, tmp_path / "int8.onnx", reader, quant_format="qdq")
     proto = onnx.load(str(result.path))
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
@@ -122,7 +106,7 @@ def test_keep_float_patterns_map_module_names_to_nodes(exported, tmp_path, quant
     assert keeps_float(["*.projection"], "/encoder/attention/out_projection/MatMul", "MatMul") is None
     assert keeps_float(["head"], "/head/linear/MatMul", "MatMul") == "head"  # modules inside a match too
     assert keeps_float(["op:Gemm"], "/x/Gemm", "Gemm") == "op:Gemm"
-    result = quantize_onnx(exported, tmp_path / "int8.onnx", WindowCalibrationReader(_batches(range(3)), exported),
+    result = quantize_onnx(exported, tmp_path / "int8.onnx", WindowCalibrationReader(input_batches(range(3)), exported),
                            keep_float=["out", "mix"], quant_format=quant_format)
     assert set(result.kept_float.values()) == {"out", "mix"}
     proto = onnx.load(str(result.path))
@@ -134,22 +118,22 @@ def test_keep_float_patterns_map_module_names_to_nodes(exported, tmp_path, quant
         assert node.op_type == "MatMul"  # still the float product ...
         assert node.input[1] not in dequantized and node.input[1] in floats  # ... of the fp32 initializer
     with pytest.raises(CellError, match="nothing to quantize"):
-        quantize_onnx(exported, tmp_path / "none.onnx", WindowCalibrationReader(_batches(range(2)), exported),
+        quantize_onnx(exported, tmp_path / "none.onnx", WindowCalibrationReader(input_batches(range(2)), exported),
                       keep_float=["*"], quant_format=quant_format)
 
 
 @pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
 def test_relative_gate_passes_for_a_calibrated_model_and_fails_for_a_broken_one(pruned_tiny, exported, tmp_path,
                                                                                 quant_format):
-    gate = _batches((20, 21))
-    good = quantize_onnx(exported, tmp_path / "good.onnx", WindowCalibrationReader(_batches(range(10, 16)), exported),
-                         quant_format=quant_format)
+    gate = input_batches((20, 21))
+    reader = WindowCalibrationReader(input_batches(range(10, 16)), exported)
+    good = quantize_onnx(exported, tmp_path / "good.onnx", reader, quant_format=quant_format)
     session = open_session("onnxruntime", good.export, threads=1, batch_size=4)
     max_err, rel = verify_session_relative(session, pruned_tiny, gate, tolerance=0.1)
     assert 0 < rel < 0.1 and max_err > 0  # INT8 is never exact, but close
     # calibrated on inputs 1000x too small: every activation saturates, the output is wrong
     broken = quantize_onnx(exported, tmp_path / "broken.onnx",
-                           WindowCalibrationReader(_batches(range(10, 16), scale=1e-3), exported),
+                           WindowCalibrationReader(input_batches(range(10, 16), scale=1e-3), exported),
                            quant_format=quant_format)
     session = open_session("onnxruntime", broken.export, threads=1, batch_size=4)
     with pytest.raises(CellError, match="relative error") as info:
@@ -187,7 +171,7 @@ def test_size_accounting_on_a_hand_built_graph(tmp_path):
 
 @pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
 def test_int8_tensors_are_stored_raw_so_file_size_is_honest(exported, tmp_path, quant_format):
-    result = quantize_onnx(exported, tmp_path / "int8.onnx", WindowCalibrationReader(_batches(range(3)), exported),
+    result = quantize_onnx(exported, tmp_path / "int8.onnx", WindowCalibrationReader(input_batches(range(3)), exported),
                            quant_format=quant_format)
     proto = onnx.load(str(result.path))
     int8 = [t for t in proto.graph.initializer if t.data_type == TensorProto.INT8]

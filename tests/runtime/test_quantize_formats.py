@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
-from runtime_toys import make_inputs
+from runtime_toys import input_batches, make_inputs, prune_linears
 
 from sparse_runtime.export import export_onnx
 from sparse_runtime.quantize import (
@@ -20,19 +20,6 @@ from sparse_runtime.quantize import (
 )
 from tsbench_core.protocols import availability_of
 from tsbench_core.verify import verify_session_relative
-
-
-def _prune(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear):
-                w = module.weight
-                w[w.abs() <= w.abs().flatten().kthvalue(int(w.numel() * fraction)).values] = 0.0
-    return model
-
-
-def _batches(seeds):
-    return [tuple(t.numpy() for t in make_inputs(seed)) for seed in seeds]
 
 
 def _runtimes(registry) -> list[str]:
@@ -56,12 +43,12 @@ class Flat(torch.nn.Module):
 
 @pytest.fixture
 def pruned(tiny):
-    return _prune(tiny, 0.7)
+    return prune_linears(tiny, 0.7)
 
 
 def test_default_format_is_matmulinteger_with_int8_weights_whose_zeros_stay_zero(pruned, tmp_path):
     export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
-    result = quantize_onnx(export, tmp_path / "int8.onnx", WindowCalibrationReader(_batches(range(4)), export))
+    result = quantize_onnx(export, tmp_path / "int8.onnx", WindowCalibrationReader(input_batches(range(4)), export))
     assert DEFAULT_FORMAT == "matmulinteger" and result.info()["format"] == "matmulinteger"
     fp32 = onnx.load(str(export.path))
     proto = onnx.load(str(result.path))
@@ -109,18 +96,18 @@ def test_default_format_is_matmulinteger_with_int8_weights_whose_zeros_stay_zero
 
 def test_a_bias_too_large_for_the_accumulator_is_added_in_float(registry, tmp_path):
     torch.manual_seed(5)
-    model = _prune(Flat().eval(), 0.5)
+    model = prune_linears(Flat().eval(), 0.5)
     with torch.no_grad():
         model.out.bias[0] = 1e9  # / (sx * sw) is far beyond 2**30
     export = export_onnx(model, make_inputs(0), tmp_path / "fp32.onnx")
-    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(_batches(range(3)), export))
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(3)), export))
     assert result.info()["int32_biases"] == 2  # inner and flat; out's bias stays float
     proto = onnx.load(str(result.path))
     floats = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT}
     assert any(a.shape == (24,) and a[0] == np.float32(1e9) for a in floats.values())
     session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
     try:
-        out = session.run(list(_batches((9,))[0]))
+        out = session.run(list(input_batches((9,))[0]))
     finally:
         session.close()
     with torch.no_grad():
@@ -134,8 +121,8 @@ def test_a_bias_too_large_for_the_accumulator_is_added_in_float(registry, tmp_pa
 def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path, quant_format):
     export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
     result = quantize_onnx(export, tmp_path / f"{quant_format}.onnx",
-                           WindowCalibrationReader(_batches(range(10, 16)), export), quant_format=quant_format)
-    gate = _batches((20, 21))
+                           WindowCalibrationReader(input_batches(range(10, 16)), export), quant_format=quant_format)
+    gate = input_batches((20, 21))
     outputs = {}
     for runtime in _runtimes(registry):
         session = open_session(runtime, result.export, threads=1, batch_size=4)
@@ -153,11 +140,11 @@ def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path
 
 def test_gemm_with_bias_per_channel_and_symmetric_activations(registry, tmp_path):
     torch.manual_seed(3)
-    model = _prune(Flat().eval(), 0.8)
+    model = prune_linears(Flat().eval(), 0.8)
     export = export_onnx(model, make_inputs(0), tmp_path / "fp32.onnx")
     assert export.op_counts.get("Gemm") == 2
-    gate = _batches((30, 31))
-    reader = WindowCalibrationReader(_batches(range(6)), export)
+    gate = input_batches((30, 31))
+    reader = WindowCalibrationReader(input_batches(range(6)), export)
     for per_channel, symmetric in ((False, False), (True, False), (False, True)):
         result = quantize_onnx(export, tmp_path / f"q{per_channel}{symmetric}.onnx", reader, per_channel=per_channel,
                                symmetric_activations=symmetric)
@@ -188,7 +175,7 @@ def test_learned_parameters_are_written_as_given(pruned, tmp_path):
     export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
     mix = pruned.mix.weight.detach().numpy().T
     learned = [LinearQParams("mix", mix.copy(), weight_scale=0.01, act_scale=0.05, act_zero_point=7)]
-    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(_batches(range(3)), export),
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(3)), export),
                            qparams=learned)
     assert result.info()["learned_qparams_nodes"] == 1 and result.info()["calibrated_nodes"] == 6
     proto = onnx.load(str(result.path))
@@ -199,10 +186,10 @@ def test_learned_parameters_are_written_as_given(pruned, tmp_path):
     quantize = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.output[0] == node.input[0])
     assert inits[quantize.input[1]] == np.float32(0.05)
     with pytest.raises(ValueError, match="matmulinteger"):
-        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(_batches(range(2)), export),
+        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(input_batches(range(2)), export),
                       quant_format="qdq", qparams=learned)
     with pytest.raises(ValueError, match="unknown INT8 format"):
-        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(_batches(range(2)), export),
+        quantize_onnx(export, tmp_path / "x.onnx", WindowCalibrationReader(input_batches(range(2)), export),
                       quant_format="qoperator")
 
 
