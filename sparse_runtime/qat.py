@@ -118,8 +118,28 @@ class QatResult:
 
     model: nn.Module
     qparams: list[LinearQParams]
-    qat_model: nn.Module  # the fake-quantized model as trained (for checks)
+    qat_model: nn.Module | None = None  # the fake-quantized model as trained (for checks; not stored)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def qparams_as_json(qparams: list[LinearQParams]) -> list[dict[str, Any]]:
+    """The learned parameters without the weights (the stored fine-tuned model holds those)."""
+    return [{"name": q.name, "act_scale": q.act_scale, "act_zero_point": q.act_zero_point,
+             "weight_scale": (q.weight_scale.tolist() if isinstance(q.weight_scale, np.ndarray)
+                              else float(q.weight_scale))} for q in qparams]
+
+
+def qparams_from_json(items: list[dict[str, Any]], model: nn.Module) -> list[LinearQParams]:
+    """``qparams_as_json`` read back, each weight taken from ``model`` (the fine-tuned float model)."""
+    out = []
+    for item in items:
+        weight = model.get_submodule(item["name"]).weight.detach().cpu().numpy().astype(np.float32).T.copy()
+        scale = item["weight_scale"]
+        out.append(LinearQParams(name=item["name"], weight=weight, act_scale=float(item["act_scale"]),
+                                 act_zero_point=int(item["act_zero_point"]),
+                                 weight_scale=np.asarray(scale, dtype=np.float64) if isinstance(scale, list)
+                                 else float(scale)))
+    return out
 
 
 def _pause_observers_in_eval(model: nn.Module) -> list[Any]:

@@ -399,6 +399,7 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     graph_outputs = {o.name for o in graph.output}
+    shapes = _static_shapes(proto)
     plan, skipped = [], {}
     for node in _weight_products(proto, kept):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -407,6 +408,10 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
             continue
         if node.op_type == "Gemm" and attrs.get("transA", 0):
             skipped[node.name] = "Gemm with transA"
+            continue
+        input_shape = shapes.get(node.input[0])
+        if input_shape is not None and len(input_shape) > 3 and None in input_shape:
+            skipped[node.name] = "input of rank > 3 without a static shape"  # cannot be viewed as 3-D
             continue
         weight = numpy_helper.to_array(constants[node.input[1]]).astype(np.float32)
         bias_add, bias, bias_name = None, None, None
@@ -421,7 +426,7 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
             found = _bias_add(node, consumers, constants, graph_outputs)
             if found is not None:
                 bias_add, bias = found
-        plan.append((node, attrs, weight, bias_add, bias, bias_name,
+        plan.append((node, attrs, weight, bias_add, bias, bias_name, input_shape,
                      _match_qparams(weight, qparams) if qparams else None))
     if not plan:
         raise CellError(f"INT8: no weight product can be written as MatMulInteger ({skipped})")
@@ -449,7 +454,8 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
     quantized_inputs: dict[tuple[str, float, int], tuple[str, str]] = {}  # -> (quantized tensor, zero point)
     replaced: dict[int, list[Any]] = {}
     learned_nodes = int_biases = 0
-    for node, attrs, weight, bias_add, bias, bias_name, match in plan:
+    stacked_inputs: dict[str, str] = {}  # quantized tensor -> its 3-D view
+    for node, attrs, weight, bias_add, bias, bias_name, input_shape, match in plan:
         base = node.name or node.output[0]
         if match is None:
             act_scale, act_zp = activation_qparams(*ranges[node.input[0]], symmetric_activations)
@@ -474,10 +480,23 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
                                           name=fresh(f"{base}_quantize")))
             quantized_inputs[key] = (q_name, zp_name)
         q_input, zp_name = quantized_inputs[key]
+        # DeepSparse's integer kernels take 2-D or 3-D ("stacked") inputs only: a 4-D input is viewed as 3-D
+        # for the product and the result viewed back (exact: only leading dimensions are merged)
+        unstack = input_shape is not None and len(input_shape) > 3
+        if unstack:
+            if q_input not in stacked_inputs:
+                view = fresh(f"{q_input}_3d")
+                nodes.append(helper.make_node("Reshape", [q_input, constant(np.array(
+                    [-1, *input_shape[-2:]], dtype=np.int64), f"{base}_3d_shape")], [view], name=fresh(f"{base}_3d")))
+                stacked_inputs[q_input] = view
+            q_input = stacked_inputs[q_input]
         w_name = constant(quantize_weight(weight, w_scale), f"{base}_w_int8")
         wzp_name = constant(np.array(0, dtype=np.int8), f"{base}_w_zero_point")
         rescale = act_scale * np.asarray(w_scale, dtype=np.float64) * float(attrs.get("alpha", 1.0))
         output = bias_add.output[0] if bias_add is not None else node.output[0]
+        final_output = output
+        if unstack:
+            output = fresh(f"{base}_3d_output")
         int_bias = None
         if bias is not None:
             candidate = np.round(bias.astype(np.float64) / np.broadcast_to(rescale, bias.shape))
@@ -510,6 +529,10 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
                                                   name=fresh(f"{base}_beta_mul")))
                     float_bias_name = scaled
             nodes.append(helper.make_node("Add", [product, float_bias_name], [output], name=fresh(f"{base}_add")))
+        if unstack:
+            out_shape = np.array([*input_shape[:-1], weight.shape[1]], dtype=np.int64)
+            nodes.append(helper.make_node("Reshape", [output, constant(out_shape, f"{base}_4d_shape")],
+                                          [final_output], name=fresh(f"{base}_4d")))
         replaced[id(node)] = nodes
         if bias_add is not None:
             replaced[id(bias_add)] = []
@@ -536,6 +559,19 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
             "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
             "matmul_const_b_only": True, "int32_biases": int_biases, "learned_qparams_nodes": learned_nodes,
             "calibrated_nodes": len(plan) - learned_nodes, "skipped": dict(sorted(skipped.items()))}
+
+
+def _static_shapes(proto: Any) -> dict[str, list[int | None]]:
+    """The inferred shape of every value of ``proto`` (None for a dimension that is not a fixed number)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    out: dict[str, list[int | None]] = {}
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            out[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+    return out
 
 
 def _store_raw(path: Path) -> None:
@@ -634,6 +670,13 @@ def open_session(runtime: str, export: ExportResult, *, threads: int, batch_size
         from sparse_runtime.deepsparse_rt import DeepSparseSession
         from sparse_runtime.deepsparse_rt import diagnose_fallbacks as diagnose
 
+        # compile and run once in a subprocess first: the engine can abort the process on a graph it takes
+        # in part (e.g. an assertion in its element-wise fusion), which must fail this cell, not the run
+        zeros = [np.zeros(shape, dtype=np.float32) for shape in export.input_shapes]
+        probe = diagnose(export.path, batch_size, zeros, num_cores=threads)
+        if probe.get("error") or probe.get("crashed"):
+            raise CellError(f"deepsparse: {probe.get('error') or probe['crash']} on {export.path.name} "
+                            f"(subprocess probe)")
         try:
             engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
         except Exception as exc:
@@ -644,10 +687,7 @@ def open_session(runtime: str, export: ExportResult, *, threads: int, batch_size
                 "cpu_avx_type": getattr(engine, "cpu_avx_type", None),
                 "cpu_vnni": getattr(engine, "cpu_vnni", None), **export.info()}
         if fraction < 1.0 and diagnose_fallbacks:
-            info["fallbacks"] = diagnose(export.path, batch_size)
-            if info["fallbacks"].get("crashed"):
-                raise CellError(f"deepsparse: {info['fallbacks']['crash']} on {export.path.name} "
-                                f"(fraction of supported ops {fraction:.4f})")
+            info["fallbacks"] = {k: v for k, v in probe.items() if k not in ("crashed", "crash")}
         return DeepSparseSession(engine, export, info)
     raise RuntimeUnavailable(f"runtime {runtime!r} cannot run an INT8 ONNX graph; quantized cells run on "
                              f"{' and '.join(ONNX_RUNTIMES)}")

@@ -26,6 +26,7 @@ from tsbench_core.accounting import count_macs, count_params
 from tsbench_core.data import Batch, DataShape, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
 from tsbench_core.protocols import PruneContext, availability_of, time_encoding_of
+from tsbench_core.spec import DEFAULT_KEEP_FLOAT
 from tsbench_core.timing import time_sessions_interleaved
 from tsbench_core.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_session
 
@@ -90,9 +91,10 @@ def bench(
     mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
 
     With ``quantize="int8"``, every ONNX runtime (onnxruntime, deepsparse) also gets a row with
-    ``precision="int8"``: the (pruned) model quantized to INT8 (MatMulInteger; calibrated on random batches, since bench
-    has no data), gated against torch eager fp32 with the relative tolerance, and timed in the same interleaved
-    rounds; its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that runtime.
+    ``precision="int8"``: the (pruned) model quantized to INT8 (MatMulInteger; calibrated on random batches, since
+    bench has no data; the spec default ``keep_float``, so output heads and DFT/attention-internal products stay
+    fp32), gated against torch eager fp32 with the relative tolerance, and timed in the same interleaved rounds;
+    its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that runtime.
     """
     if registry is None:
         from tsbench_core.registry import load_plugins
@@ -278,7 +280,8 @@ def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: 
         export = export_onnx(module, example, workdir / "model.fp32.onnx", opset=getattr(params, "opset", 14))
         calibration = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=200 + i))  # type: ignore[arg-type]
                        for i in range(calibration_batches)]
-        quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export))
+        quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export),
+                                  keep_float=DEFAULT_KEEP_FLOAT)  # what a spec's quantize entry keeps by default
         session = open_session(plugin.name, quantized.export, threads=threads, batch_size=batch_size)
         row["pruned_max_abs_err"], row["int8_rel_err"] = verify_session_relative(session, module, gate_batches,
                                                                                   tolerance=tolerance)

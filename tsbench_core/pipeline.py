@@ -1,4 +1,4 @@
-"""The steps of a cell, chained through content-hashed artifacts: train → prune (+ fine-tune) → measure.
+"""The steps of a cell, chained through content-hashed artifacts: train → prune (+ fine-tune) [→ QAT] → measure.
 
 ``dense_artifact``, ``pruned_artifact`` and ``measure_cell`` are what an executor calls (the local executor in
 order, the Dask executor as dependent tasks). Each step reads what the previous one stored under the artifact
@@ -7,6 +7,7 @@ folder, so a step never calls back into the runner or the store.
 
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from tsbench_core.accounting import count_macs, count_params
-from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob
+from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob, content_hash
 from tsbench_core.data import DatasetSplits, Windows, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
 from tsbench_core.progress import NullProgress, Progress
@@ -176,6 +177,54 @@ def load_model(ws: Workspace, job: PruneJob, artifact: Artifact, splits: Dataset
     return model.eval()
 
 
+QAT_FIELDS = ("keep_float", "epochs", "lr", "max_train_batches", "symmetric_activations", "recipe")
+
+
+def qat_key(cell: Cell) -> str:
+    """The QAT step's content hash: the pruned model and the fields that change QAT (the recipe by content), not
+    the runtime or batch size, so every runtime cell of one pruned model shares one QAT fine-tuning."""
+    assert cell.quantize is not None
+    fields = cell.quantize.model_dump(mode="json", include=set(QAT_FIELDS))
+    if cell.quantize.recipe is not None:
+        fields["recipe"] = Path(cell.quantize.recipe).expanduser().read_text(encoding="utf-8")
+    return content_hash({"pruned": cell.prune.key, "qat": fields})
+
+
+def qat_artifact(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
+    """Quantization-aware fine-tuning of a cell's pruned model, once per ``qat_key``."""
+    key = qat_key(cell)
+    return ws.cached(key) or _remember_failure(ws, key, _qat, cell, model, splits)
+
+
+def _qat(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
+    from sparse_runtime.qat import qat_finetune, qparams_as_json
+
+    quantize, job = cell.quantize, cell.prune.train
+    assert quantize is not None
+
+    def train(m: Any, **kwargs: Any) -> dict[str, Any]:  # the cell's training loop
+        return train_model(m, splits, job.training, seed=job.seed, progress=ws.progress, **kwargs).as_dict()
+
+    result = qat_finetune(model, train, keep_float=list(quantize.keep_float), epochs=int(quantize.epochs or 2),
+                          lr=float(quantize.lr or 1e-5), max_train_batches=quantize.max_train_batches,
+                          symmetric_activations=quantize.symmetric_activations, recipe=quantize.recipe)
+    meta = {"kind": "qat", "pruned": cell.prune.key, "qparams": qparams_as_json(result.qparams),
+            "info": result.info}
+    return save_artifact(ws.artifacts, qat_key(cell), result.model.state_dict(), meta)
+
+
+def load_qat(artifact: Artifact, model: nn.Module) -> Any:
+    """The ``QatResult`` of a stored QAT step: a copy of ``model`` with the fine-tuned weights, and the learned
+    parameters."""
+    from sparse_runtime.qat import QatResult, qparams_from_json
+
+    fine_tuned = copy.deepcopy(model)
+    fine_tuned.load_state_dict(load_weights(artifact), strict=True)
+    fine_tuned.eval()
+    return QatResult(model=fine_tuned, qparams=qparams_from_json(artifact.meta["qparams"], fine_tuned),
+                     info=artifact.meta["info"])
+
+
 def base_row(cell: Cell) -> dict[str, Any]:
     train = cell.prune.train
     return {
@@ -215,14 +264,11 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
         if cell.quantize is None:
             row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
         else:  # accuracy measured through the runtime replaces the fp32 torch figures
-            job = cell.prune.train
-
-            def train(m: Any, **kwargs: Any) -> dict[str, Any]:  # the cell's training loop, for QAT
-                return train_model(m, splits, job.training, seed=job.seed, progress=ws.progress, **kwargs).as_dict()
-
+            qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
+                if cell.quantize.method == "sparseml-qat" else None
             row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
-                                     cell.quantize, workdir, max_eval_batches=job.training.max_eval_batches,
-                                     train=train)
+                                     cell.quantize, workdir, qat=qat,
+                                     max_eval_batches=cell.prune.train.training.max_eval_batches)
             row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
         row["status"] = STATUS_OK
     except RuntimeUnavailable as exc:

@@ -199,3 +199,70 @@ def test_activation_parameters_cover_the_range_and_zero():
     assert activation_qparams(0.5, 2.0, symmetric=False) == (pytest.approx(2.0 / 255), 0)  # widened to 0
     assert activation_qparams(-2.0, 1.0, symmetric=True) == (pytest.approx(2.0 / 127), 128)
     assert activation_qparams(0.0, 0.0, symmetric=False) == (1.0, 0)  # a constant-zero input
+
+
+class FourD(torch.nn.Module):
+    """A Linear on a 4-D tensor (as Crossformer's segment merge), between two 3-D ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.Linear(3, 16)
+        self.merge = torch.nn.Linear(16, 16)
+        self.out = torch.nn.Linear(16, 3)
+
+    def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
+        h = torch.relu(self.inner(x_enc))  # [B, 16, 16]
+        h = torch.relu(self.merge(h.view(-1, 4, 4, 16)))  # [B, 4, 4, 16]: a 4-D product
+        return self.out(h.reshape(-1, 16, 16))[:, :8]
+
+
+def test_a_four_d_product_is_viewed_as_three_d_and_passes_the_gate(registry, tmp_path):
+    """DeepSparse's integer kernels reject a 4-D input ("requires 2D input or 3D stacked input"): the writer
+    views it as 3-D around MatMulInteger, and the whole graph then runs in the engine."""
+    torch.manual_seed(3)
+    model = prune_linears(FourD().eval(), 0.5)
+    export = export_onnx(model, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(4)), export))
+    proto = onnx.load(str(result.path))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    integer = [n for n in proto.graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 3 and all(ranks[n.input[0]] <= 3 for n in integer)
+    assert sum(n.op_type == "Reshape" for n in proto.graph.node) >= 2 + sum(
+        n.op_type == "Reshape" for n in onnx.load(str(export.path)).graph.node)
+    gate = input_batches((30, 31))
+    for runtime in _runtimes(registry):
+        session = open_session(runtime, result.export, threads=1, batch_size=4)
+        try:
+            _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
+            assert 0 < rel < 0.1
+            if runtime == "deepsparse":
+                assert session.info["fraction_of_supported_ops"] == 1.0
+        finally:
+            session.close()
+
+
+def test_a_deepsparse_abort_in_the_subprocess_probe_fails_the_int8_session(registry, pruned, tmp_path,
+                                                                           monkeypatch):
+    """The INT8 session is compiled in a child process first; an engine abort there is a CellError quoting it
+    and the engine is never compiled in this process."""
+    if not availability_of(registry.get("runtime", "deepsparse")).available:
+        pytest.skip("deepsparse is not installed here")
+    import deepsparse
+
+    import sparse_runtime.deepsparse_rt as ds_module
+    from tsbench_core.errors import CellError
+
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(3)), export))
+    seen = {}
+
+    def aborting(path, batch_size, inputs=None, **kwargs):
+        seen["inputs"] = [a.shape for a in inputs]
+        return {"crashed": True, "crash": "engine aborted while compiling (exit code -6): Assertion at x.hpp:43"}
+
+    monkeypatch.setattr(ds_module, "diagnose_fallbacks", aborting)
+    monkeypatch.setattr(deepsparse, "compile_model", lambda *a, **k: pytest.fail("compiled in-process"))
+    with pytest.raises(CellError, match="Assertion at x.hpp:43"):
+        open_session("deepsparse", result.export, threads=1, batch_size=4)
+    assert seen["inputs"] == [tuple(s) for s in result.export.input_shapes]

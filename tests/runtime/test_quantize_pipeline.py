@@ -157,6 +157,41 @@ def test_spec_run_honours_format_and_runs_sparseml_qat(registry, tmp_path):
     assert qat["mse"] is not None and qat["mse"] != qdq["mse"]
 
 
+def test_qat_runs_once_for_every_runtime_cell_of_a_pruned_model(registry, tmp_path, monkeypatch):
+    """Two INT8 cells (two batch sizes) of one QAT entry share one stored QAT step; a second run retrains nothing."""
+    import sparse_runtime.qat as qat_module
+    from tsbench_core.runner import run
+
+    calls = []
+    original = qat_module.qat_finetune
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["epochs"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(qat_module, "qat_finetune", counting)
+    spec_dict = tiny_spec(name="qat-once", runtimes=[{"plugin": "onnxruntime"}])
+    spec_dict["timing"] |= {"batch_sizes": [2, 4]}
+    spec_dict["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5], "quantize": {
+        "method": "sparseml-qat", "calibration_batches": 2, "tolerance": 0.5, "epochs": 1, "max_train_batches": 3}}]
+    spec = parse_spec(json.dumps(spec_dict), "s.json")
+    with Store(tmp_path / "r.db") as store:
+        run(spec, store, registry=registry)
+        rows = [r for r in store.rows("qat-once") if r["quantize"] == "sparseml-qat"]
+    assert sorted((r["pruner"], r["batch_size"]) for r in rows) == [(DENSE, 2), (DENSE, 4), ("magnitude", 2),
+                                                                    ("magnitude", 4)]
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert calls == [1, 1]  # the dense reference and the pruned model, each once
+    first, second = (r["runtime_info"]["quantize"]["qat"] for r in rows if r["pruner"] == "magnitude")
+    assert first == second and first["zeros_held"] > 0
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "artifacts").glob("*.json")]
+    assert [m["kind"] for m in stored].count("qat") == 2
+    with Store(tmp_path / "r2.db") as store:  # a new store beside it shares the artifacts: QAT is found
+        run(spec, store, registry=registry)
+        assert all(r["status"] == "ok" for r in store.rows("qat-once") if r["quantize"])
+    assert calls == [1, 1]
+
+
 def test_bench_quantize_int8_via_the_cli(registry, capsys):
     from tsbench_core.cli import main
 

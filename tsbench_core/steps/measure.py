@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +23,9 @@ from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import time_session
 from tsbench_core.verify import verify_session, verify_session_relative
+
+if TYPE_CHECKING:
+    from sparse_runtime.qat import QatResult
 
 ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
 
@@ -146,14 +148,14 @@ def measure_quantized(
     workdir: Path,
     *,
     max_eval_batches: int | None = None,
-    train: Callable[..., dict[str, Any]] | None = None,
+    qat: QatResult | None = None,
 ) -> dict[str, Any]:
     """Quantize ``model`` to INT8 (calibrated on training windows), gate it against torch-eager fp32 with the
     relative tolerance, then measure test accuracy, latency, sizes and peak memory through ``runtime``.
 
-    ``method: sparseml-qat`` first fine-tunes a copy of ``model`` with SparseML QAT through ``train`` (the cell's
-    training loop, zeros held); the fine-tuned float model is then exported, written with the learned scales and
-    gated against (it is the model the INT8 graph approximates)."""
+    ``method: sparseml-qat`` needs ``qat``, the result of the QAT step (``pipeline.qat_artifact``): its fine-tuned
+    float model is exported, written with the learned scales and gated against instead of ``model`` (it is the
+    model the INT8 graph approximates)."""
     from sparse_runtime.export import export_onnx
     from sparse_runtime.quantize import ONNX_RUNTIMES as RUNNABLE
     from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
@@ -169,13 +171,8 @@ def measure_quantized(
     workdir = Path(workdir)
     qparams, qat_info = None, None
     if quantize.method == "sparseml-qat":
-        from sparse_runtime.qat import qat_finetune
-
-        if train is None:
-            raise CellError("sparseml-qat needs the cell's training loop")
-        qat = qat_finetune(model, train, keep_float=list(quantize.keep_float), epochs=int(quantize.epochs or 2),
-                           lr=float(quantize.lr or 1e-5), max_train_batches=quantize.max_train_batches,
-                           symmetric_activations=quantize.symmetric_activations, recipe=quantize.recipe)
+        if qat is None:
+            raise CellError("sparseml-qat needs the result of the QAT fine-tuning step")
         model, qparams = qat.model.cpu().eval(), qat.qparams
         qat_info = {k: v for k, v in qat.info.items() if k != "recipe_text"}
     gate_batches = static_batches(splits.test, batch_size, timing.verify_batches)
