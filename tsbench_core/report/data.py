@@ -143,9 +143,11 @@ def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pruner_label(row: Row) -> str:
-    """The pruner of a row, with ``+int8`` for quantized cells."""
+    """The pruner of a row, with ``+int8`` for post-training INT8 cells and ``+int8-qat`` for QAT ones."""
     name = str(row.get("pruner") or "?")
-    return f"{name}+int8" if row.get("quantize") else name
+    if not row.get("quantize"):
+        return name
+    return f"{name}+int8-qat" if row["quantize"] == "sparseml-qat" else f"{name}+int8"
 
 
 def fp32_twin(rows: Iterable[Row], row: Row) -> Row | None:

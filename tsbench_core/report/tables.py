@@ -108,7 +108,7 @@ def int8_table(section: Section) -> Table | None:
         twin = fp32_twin(section.rows, row) or {}
         ok = row.get("status") == STATUS_OK
         body.append([
-            row.get("model") or "?", row.get("pruner") or "?",
+            row.get("model") or "?", pruner_label(row),
             "–" if row.get("pruner") == DENSE else format_value("target_sparsity", row.get("target_sparsity")),
             row.get("runtime") or "?", format_value("mse", twin.get("mse")),
             format_value("mse", row.get("mse")) if ok else str(row.get("status")),
