@@ -28,16 +28,15 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from plugins.pruners.sparseml_recipe import manager_from_recipe, recipe_text
 from sparse_runtime.quantize import LinearQParams, module_keeps_float
 from tsbench_core.errors import CellError
 
@@ -234,17 +233,9 @@ def qat_finetune(model: nn.Module, train: TrainFn, *, keep_float: list[str], epo
     zeros_before = _zero_masks(original)
     work = copy.deepcopy(original)
     selected = quantized_linear_names(work, keep_float)
-    if recipe is not None:
-        recipe_text = Path(recipe).expanduser().read_text(encoding="utf-8")
-    else:
-        recipe_text = build_qat_recipe(work, keep_float, epochs=epochs, symmetric_activations=symmetric_activations)
-    with tempfile.TemporaryDirectory() as tmp:
-        recipe_path = Path(tmp) / "recipe.yaml"
-        recipe_path.write_text(recipe_text, encoding="utf-8")
-        try:
-            manager = manager_cls.from_yaml(str(recipe_path))
-        except Exception as exc:
-            raise CellError(f"SparseML rejected the QAT recipe: {type(exc).__name__}: {exc}") from exc
+    text = recipe_text(recipe, lambda: build_qat_recipe(work, keep_float, epochs=epochs,
+                                                        symmetric_activations=symmetric_activations))
+    manager = manager_from_recipe(manager_cls, text, "QAT recipe")
     hooks: list[Any] = []
 
     def wrap(module: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
@@ -276,6 +267,6 @@ def qat_finetune(model: nn.Module, train: TrainFn, *, keep_float: list[str], epo
     if moved:
         raise CellError(f"sparseml-qat: pruned zeros moved during fine-tuning in {moved}")
     info = {"method": "sparseml-qat", "epochs": epochs, "lr": lr, "recipe": recipe or "generated",
-            "recipe_text": recipe_text, "quantized_linears": [q.name for q in qparams], "training": outcome,
+            "recipe_text": text, "quantized_linears": [q.name for q in qparams], "training": outcome,
             "zeros_held": sum(int(m.sum()) for m in zeros_before.values())}
     return QatResult(model=fine_tuned, qparams=qparams, qat_model=work, info=info)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -32,6 +30,7 @@ from plugins.pruners.selection import (
     select_weights,
     sparsity_report,
 )
+from plugins.pruners.sparseml_recipe import manager_from_recipe, recipe_text
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import Availability, PruneContext, PruneResult, RecipeFile
 
@@ -131,17 +130,8 @@ class GradualMagnitudePruner:
             raise CellError(f"gradual-magnitude needs sparseml, which cannot be imported: "
                             f"{type(exc).__name__}: {exc}") from exc
         weights = select_weights(model, params)
-        if params.recipe is not None:
-            recipe_text = Path(params.recipe).expanduser().read_text(encoding="utf-8")
-        else:
-            recipe_text = build_recipe(list(weights), target_sparsity, params)
-        with tempfile.TemporaryDirectory() as tmp:  # SparseML reads recipes from files most reliably
-            recipe_path = Path(tmp) / "recipe.yaml"
-            recipe_path.write_text(recipe_text, encoding="utf-8")
-            try:
-                manager = manager_cls.from_yaml(str(recipe_path))
-            except Exception as exc:
-                raise CellError(f"SparseML rejected the recipe: {type(exc).__name__}: {exc}") from exc
+        text = recipe_text(params.recipe, lambda: build_recipe(list(weights), target_sparsity, params))
+        manager = manager_from_recipe(manager_cls, text)
 
         def wrap(module: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
             # no loggers: SparseML's default one writes a sparse_logs/ folder into the working directory
@@ -164,7 +154,7 @@ class GradualMagnitudePruner:
             bake(weights, masks)
         masks = {name: (w.detach() != 0) for name, w in weights.items()}
         info = {"method": self.name, "target_sparsity": target_sparsity, "scope": params.scope,
-                "recipe": params.recipe or "generated", "recipe_text": recipe_text,
+                "recipe": params.recipe or "generated", "recipe_text": text,
                 "topped_up_after_training": topped_up, "training": outcome, **sparsity_report(masks)}
         return PruneResult(model=model, masks=masks, structure={}, info=info)
 
