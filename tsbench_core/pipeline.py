@@ -193,10 +193,10 @@ def qat_key(cell: Cell) -> str:
 def qat_artifact(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
     """Quantization-aware fine-tuning of a cell's pruned model, once per ``qat_key``."""
     key = qat_key(cell)
-    return ws.cached(key) or _remember_failure(ws, key, _qat, cell, model, splits)
+    return ws.cached(key) or _remember_failure(ws, key, _qat, key, cell, model, splits)
 
 
-def _qat(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
+def _qat(ws: Workspace, key: str, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
     from sparse_runtime.qat import qat_finetune, qparams_as_json
 
     quantize, job = cell.quantize, cell.prune.train
@@ -210,7 +210,7 @@ def _qat(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> 
                           symmetric_activations=quantize.symmetric_activations, recipe=quantize.recipe)
     meta = {"kind": "qat", "pruned": cell.prune.key, "qparams": qparams_as_json(result.qparams),
             "info": result.info}
-    return save_artifact(ws.artifacts, qat_key(cell), result.model.state_dict(), meta)
+    return save_artifact(ws.artifacts, key, result.model.state_dict(), meta)
 
 
 def load_qat(artifact: Artifact, model: nn.Module) -> Any:

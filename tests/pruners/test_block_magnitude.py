@@ -23,12 +23,7 @@ PRUNERS = [MagnitudePruner(), RandomPruner()]
 LINEARS = ("body.0.weight", "body.2.weight", "time.weight")  # the toy's prunable Linears (in = 16, 32, 12)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_whole_blocks(weight: torch.Tensor, block: int) -> None:

@@ -7,11 +7,13 @@ import io
 
 import pytest
 import torch
-from test_structured import SHAPE, _available, _build, _context, _deploy, one_torch_thread  # noqa: F401
+from test_structured import _available, _build, _context, _deploy
 from torch import nn
 
 from plugins.pruners.magnitude import MagnitudePruner, RandomPruner
 from plugins.pruners.nm import NMPruner, is_nm_sparse
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODELS = ["transformer", "informer", "autoformer", "fedformer", "crossformer", "patchtst", "itransformer",
           "dlinear"]
