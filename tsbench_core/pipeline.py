@@ -24,7 +24,7 @@ from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.protocols import time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
-from tsbench_core.steps.artifacts import Artifact, find_artifact, load_weights, save_artifact
+from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
 from tsbench_core.steps.measure import measure, measure_quantized
 from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
@@ -53,7 +53,7 @@ class Workspace:
             raise CellError(self._failed[key])
         if self.rebuild and key not in self._made:
             return None
-        return find_artifact(self.artifacts, key)
+        return usable_artifact(self.artifacts, key)
 
     def made(self, key: str, artifact: Artifact) -> Artifact:
         self._made.add(key)
