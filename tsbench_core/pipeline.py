@@ -24,6 +24,7 @@ from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.protocols import time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
+from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
 from tsbench_core.steps.measure import measure, measure_quantized
 from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
@@ -43,7 +44,7 @@ class Workspace:
     registry: Registry | None = None
     progress: Progress = field(default_factory=NullProgress)
     rebuild: bool = False  # ignore artifacts made before this run (``--force``)
-    _splits: dict[tuple[str, int, str], DatasetSplits] = field(default_factory=dict)
+    _splits: dict[tuple[str, int, str], DatasetSplits] = field(default_factory=dict)  # (entry, pred_len, dir)
     _made: set[str] = field(default_factory=set)
     _failed: dict[str, str] = field(default_factory=dict)
 
@@ -68,18 +69,22 @@ class Workspace:
         return self.plugins().records[kind][name].plugin.params_model.model_validate(params)
 
 
+def dataset_splits(ws: Workspace, dataset: DatasetEntry, pred_len: int, data_dir: str | None) -> DatasetSplits:
+    """A dataset entry loaded by its plugin for one horizon (memoised per workspace)."""
+    data_dir = data_dir or ws.data_dir
+    memo_key = (dataset.model_dump_json(), pred_len, data_dir or "")
+    if memo_key not in ws._splits:
+        plugin = ws.plugins().records["dataset"][dataset.plugin].plugin
+        params = plugin.params_model.model_validate(dataset.params)
+        windows = Windows(dataset.seq_len, dataset.label_len, pred_len)
+        ws._splits[memo_key] = plugin.load(params, windows, Path(data_dir) if data_dir else None)
+    return ws._splits[memo_key]
+
+
 def load_splits(ws: Workspace, job: TrainJob) -> DatasetSplits:
     """The dataset of a training job, with the time encoding its model expects."""
     encoding = time_encoding_of(ws.params("model", job.model, job.model_params))
-    memo_key = (job.dataset.model_dump_json(), job.pred_len, encoding)
-    if memo_key not in ws._splits:
-        plugin = ws.plugins().records["dataset"][job.dataset.plugin].plugin
-        params = plugin.params_model.model_validate(job.dataset.params)
-        windows = Windows(job.dataset.seq_len, job.dataset.label_len, job.pred_len)
-        data_dir = job.data_dir or ws.data_dir
-        splits = plugin.load(params, windows, Path(data_dir) if data_dir else None)
-        ws._splits[memo_key] = splits.with_time_encoding(encoding)
-    return ws._splits[memo_key]
+    return dataset_splits(ws, job.dataset, job.pred_len, job.data_dir).with_time_encoding(encoding)
 
 
 def build_dense(ws: Workspace, job: TrainJob, splits: DatasetSplits) -> nn.Module:

@@ -11,6 +11,7 @@ from tsbench_core.cells import Cell, expand, select, spec_hash
 from tsbench_core.environment import environment
 from tsbench_core.executors.local import LocalExecutor
 from tsbench_core.pipeline import Workspace
+from tsbench_core.preflight import preflight
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.spec import Spec
@@ -69,8 +70,9 @@ def run(
         summary = RunSummary(spec.name, None, len(cells), len(cells) - len(todo))
         if not todo:
             return summary
-        summary.run_id = db.start_run(spec.name, spec_hash(spec), environment(registry), len(cells), summary.cached)
         ws = Workspace(db.directory / "artifacts", data_dir, registry, progress, rebuild=force)
+        preflight(spec, todo, ws)  # a data problem stops here: no run row, no cell row
+        summary.run_id = db.start_run(spec.name, spec_hash(spec), environment(registry), len(cells), summary.cached)
         labels = {c.key: c.label() for c in todo}
         overall = progress.task(f"{spec.name}: cells", total=len(todo))
         for row in (executor or LocalExecutor()).execute(todo, ws):
