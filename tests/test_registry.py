@@ -45,6 +45,7 @@ def site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("TSBENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
     monkeypatch.delenv("TSBENCH_PLUGINS", raising=False)
+    monkeypatch.delenv("TSBENCH_BLOCK_PLUGINS", raising=False)
     yield tmp_path
     for name in [m for m in sys.modules if m.startswith("tsb_test_")]:
         del sys.modules[name]
@@ -136,3 +137,22 @@ def test_public_api_builds_a_model_and_loads_a_dataset():
     assert out.shape == (2, 12, 3)
     splits = load_dataset("synthetic", seq_len=24, label_len=12, pred_len=12, length=300, n_vars=3)
     assert splits.shape.enc_in == 3 and len(splits.train) > 0
+
+
+def test_a_builtin_can_be_blocked_by_name_like_a_third_party(site, monkeypatch):
+    monkeypatch.setenv("TSBENCH_BLOCK_PLUGINS", "plugins.pruners")
+    registry = load_plugins()
+    assert not registry.pruners
+    assert "dlinear" in registry.models  # the other built-ins still load
+    assert registry.blocked == ["plugins.pruners (built-in)"]
+
+
+def test_a_blocked_entry_point_is_never_imported(site, monkeypatch):
+    make_distribution(site, "tsb-broken2", "tsb_test_broken2", "raise RuntimeError('must not be imported')\n")
+    make_distribution(site, "tsb-good3", "tsb_test_good3", GOOD_PLUGIN.format(name="kept-model"))
+    monkeypatch.setenv("TSBENCH_BLOCK_PLUGINS", " tsb-broken2 , ")
+    registry = load_plugins()
+    assert not registry.load_errors
+    assert "tsb_test_broken2" not in sys.modules
+    assert "kept-model" in registry.models
+    assert registry.blocked == ["tsb-broken2 (entry point tsb_test_broken2 = tsb_test_broken2)"]

@@ -2,7 +2,9 @@
 
 Built-ins (``BUILTIN_PLUGINS``) are registered through the same hooks as third-party packages, which are found
 through the entry-point group ``tsbench``. ``TSBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` stops entry-point loading;
-``TSBENCH_PLUGINS=a,b`` loads only the entry points (or distributions) named.
+``TSBENCH_PLUGINS=a,b`` loads only the entry points (or distributions) named;
+``TSBENCH_BLOCK_PLUGINS=a,b`` blocks plugin modules by name, built-ins included (as pytest's ``-p no:NAME``): a
+built-in by its module (``plugins.pruners``), a third-party package by its entry-point or distribution name.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Registry:
 
     records: dict[str, dict[str, PluginRecord]] = field(default_factory=lambda: {k: {} for k in KINDS})
     load_errors: list[LoadError] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # plugin modules not registered, by the name that blocked them
 
     @property
     def models(self) -> dict[str, Any]:
@@ -133,11 +136,17 @@ def _entry_point_filter() -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()} if raw else None
 
 
+def _blocked_names() -> set[str]:
+    raw = os.environ.get("TSBENCH_BLOCK_PLUGINS", "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
 def _autoload_disabled() -> bool:
     return os.environ.get("TSBENCH_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in {"1", "true", "yes"}
 
 
-def _entry_point_modules(errors: list[LoadError]) -> list[tuple[ModuleType | Any, str, str, str]]:
+def _entry_point_modules(errors: list[LoadError], blocked: set[str],
+                         blocked_found: list[str]) -> list[tuple[ModuleType | Any, str, str, str]]:
     """Load the ``tsbench`` entry points of installed distributions: (object, dist, version, source)."""
     if _autoload_disabled():
         return []
@@ -149,6 +158,10 @@ def _entry_point_modules(errors: list[LoadError]) -> list[tuple[ModuleType | Any
         if wanted is not None and ep.name not in wanted and dist not in wanted:
             continue
         source = f"entry point {ep.name} = {ep.value}"
+        hit = {ep.name, dist} & blocked
+        if hit:  # never imported: a blocked package may be the broken one
+            blocked_found.append(f"{sorted(hit)[0]} ({source})")
+            continue
         try:
             loaded.append((ep.load(), dist, version, source))
         except Exception as exc:
@@ -168,20 +181,27 @@ def load_plugins(*, builtins: tuple[str, ...] = BUILTIN_PLUGINS, extra: tuple[An
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     own_dist, own_version = _own_distribution()
+    blocked = _blocked_names()
 
     sources: list[tuple[Any, str, str, str]] = []
     for module_name in builtins:
+        if module_name in blocked:
+            registry.blocked.append(f"{module_name} (built-in)")
+            continue
         sources.append((importlib.import_module(module_name), own_dist, own_version, f"built-in {module_name}"))
     for obj in extra:
         sources.append((obj, getattr(obj, "__name__", "extra"), "", f"registered object {obj!r}"))
-    sources.extend(_entry_point_modules(registry.load_errors))
+    sources.extend(_entry_point_modules(registry.load_errors, blocked, registry.blocked))
 
+    registered = []
     for obj, dist, version, source in sources:
         try:
             pm.register(obj, name=source)
         except Exception as exc:
             registry.load_errors.append(LoadError(source, dist, _one_line(exc)))
             continue
+        registered.append((obj, dist, version, source))
+    for obj, dist, version, source in registered:
         for kind in KINDS:
             _collect(pm, registry, kind, obj, dist, version, source)
     return registry
@@ -189,17 +209,16 @@ def load_plugins(*, builtins: tuple[str, ...] = BUILTIN_PLUGINS, extra: tuple[An
 
 def _collect(pm: pluggy.PluginManager, registry: Registry, kind: str, obj: Any, dist: str, version: str,
              source: str) -> None:
-    hook = getattr(pm.hook, HOOK_OF_KIND[kind])
-    for impl in hook.get_hookimpls():
-        if impl.plugin is not obj:
-            continue
-        collected: list[Any] = []
-        try:
-            impl.function(register=collected.append)
-            for plugin in collected:
-                _check_plugin(kind, plugin, source)
-        except Exception as exc:
-            registry.load_errors.append(LoadError(source, dist, _one_line(exc)))
-            continue
+    """Call one kind's hook through pluggy for one plugin module only, so each plugin keeps its source."""
+    others = [plugin for plugin in pm.get_plugins() if plugin is not obj]
+    hook = pm.subset_hook_caller(HOOK_OF_KIND[kind], remove_plugins=others)
+    collected: list[Any] = []
+    try:
+        hook(register=collected.append)
         for plugin in collected:
-            registry.add(PluginRecord(kind, plugin.name, plugin, dist, version, source))
+            _check_plugin(kind, plugin, source)
+    except Exception as exc:
+        registry.load_errors.append(LoadError(source, dist, _one_line(exc)))
+        return
+    for plugin in collected:
+        registry.add(PluginRecord(kind, plugin.name, plugin, dist, version, source))
