@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade "pip<25"
 	# the CPU build of torch first (a bare `torch` may pull a multi-GB CUDA build)
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[sparse,dask,dev]"
+	$(PY) -m pip install -q -e ".[sparse,dask,openvino,dev]"
 	@touch $@
 
 demo: install

@@ -170,6 +170,7 @@ class DeepSparseRuntime:
     description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
     params_model: type[BaseModel] = DeepSparseParams
     device = "cpu"
+    int8_format = "matmulinteger"  # its INT8 kernels take constant int8 weights (the QDQ weights are dequantized)
 
     def __init__(self) -> None:
         # probes that passed in this process: (sha256 of the ONNX bytes, batch size, cores) -> the probe's result
@@ -254,6 +255,15 @@ class DeepSparseRuntime:
                                     f"{', '.join(f'{k} x{v}' for k, v in ops.items()) or 'unknown'})")
             info["fallbacks"] = probe
         return DeepSparseSession(engine, export, info)
+
+    def open_graph(self, export: ExportResult, params: BaseModel, *, threads: int,
+                   batch_size: int) -> DeepSparseSession:
+        """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``)."""
+        from sparse_runtime.quantize import open_session
+
+        p = coerce_params(params, DeepSparseParams)
+        return open_session(self.name, export, threads=threads, batch_size=batch_size,
+                            diagnose_fallbacks=p.diagnose_fallbacks)
 
 
 PLUGINS = (DeepSparseRuntime(),)

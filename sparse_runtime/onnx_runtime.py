@@ -45,6 +45,7 @@ class OnnxRuntimeRuntime:
     description = "ONNX Runtime, CPU execution provider, static-shape deploy-form export"
     params_model: type[BaseModel] = OrtParams
     device = "cpu"
+    int8_format = "matmulinteger"  # for `tsbench bench --quantize` (both formats run integer kernels here)
 
     def availability(self) -> Availability:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -75,6 +76,14 @@ class OnnxRuntimeRuntime:
                 "providers": session.get_providers(), "threads": {"intra_op": threads, "inter_op": 1},
                 "graph_optimization": p.graph_optimization, **export.info()}
         return OrtSession(session, export, info)
+
+    def open_graph(self, export: ExportResult, params: BaseModel, *, threads: int, batch_size: int) -> OrtSession:
+        """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``)."""
+        from sparse_runtime.quantize import open_session
+
+        p = coerce_params(params, OrtParams)
+        return open_session(self.name, export, threads=threads, batch_size=batch_size,
+                            graph_optimization=p.graph_optimization)
 
 
 PLUGINS = (OnnxRuntimeRuntime(),)

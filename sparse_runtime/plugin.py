@@ -8,7 +8,9 @@ from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
 
-MODULES: tuple[str, ...] = ("eager", "compiled", "onnx_runtime", "deepsparse_rt", "semi_structured")
+MODULES: tuple[str, ...] = (
+    "eager", "compiled", "onnx_runtime", "deepsparse_rt", "semi_structured", "openvino_rt",
+)
 
 
 @hookimpl

@@ -25,7 +25,7 @@ from torch import nn
 from tsbench_core.accounting import count_macs, count_params
 from tsbench_core.data import Batch, DataShape, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
-from tsbench_core.protocols import PruneContext, availability_of, time_encoding_of
+from tsbench_core.protocols import OnnxGraphRuntime, PruneContext, availability_of, time_encoding_of
 from tsbench_core.spec import DEFAULT_KEEP_FLOAT
 from tsbench_core.timing import time_sessions_interleaved
 from tsbench_core.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_session
@@ -90,11 +90,13 @@ def bench(
     ``status`` is ``ok``, ``skipped`` (runtime unavailable, with ``reason``) or ``failed`` (export failure or
     mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
 
-    With ``quantize="int8"``, every ONNX runtime (onnxruntime, deepsparse) also gets a row with
-    ``precision="int8"``: the (pruned) model quantized to INT8 (MatMulInteger; calibrated on random batches, since
-    bench has no data; the spec default ``keep_float``, so output heads and DFT/attention-internal products stay
-    fp32), gated against torch eager fp32 with the relative tolerance, and timed in the same interleaved rounds;
-    its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that runtime.
+    With ``quantize="int8"``, every runtime that opens a given ONNX graph (``OnnxGraphRuntime``: onnxruntime,
+    deepsparse, openvino) also gets a row with ``precision="int8"``: the (pruned) model quantized to INT8 (in the
+    runtime's ``int8_format``: MatMulInteger for onnxruntime and deepsparse, QDQ for openvino; calibrated on random
+    batches, since bench has no data; the spec default ``keep_float``, so output heads and DFT/attention-internal
+    products stay fp32), gated against torch eager fp32 with the relative tolerance, and timed in the same
+    interleaved rounds; its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that
+    runtime.
     """
     if registry is None:
         from tsbench_core.registry import load_plugins
@@ -171,7 +173,7 @@ def bench(
             if quantize is not None:
                 for plugin in runtime_plugins:
                     fp32 = next(r for r in rows if r["runtime"] == plugin.name)
-                    if plugin.name not in _QDQ_RUNTIMES or fp32.get("status") != "gated":
+                    if not isinstance(plugin, OnnxGraphRuntime) or fp32.get("status") != "gated":
                         continue
                     row = {**common, "runtime": plugin.name, "precision": "int8"}
                     rows.append(row)
@@ -249,9 +251,6 @@ def _prepare_and_gate(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned
     return sessions
 
 
-_QDQ_RUNTIMES = ("onnxruntime", "deepsparse")
-
-
 def _add_sizes(row: dict[str, Any], workdir: Path) -> None:
     """``{variant}_model_bytes`` (+ ``_compressed``) of the ONNX graphs a runtime exported, if any."""
     from sparse_runtime.quantize import model_sizes
@@ -270,7 +269,7 @@ def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: 
     """Export, quantize (random calibration batches), open and gate the INT8 session of one runtime; sets
     ``row["status"]`` to ``gated`` (and returns the session) or ``failed``/``skipped`` (and returns None)."""
     from sparse_runtime.export import export_onnx
-    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
+    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, quantize_onnx
     from tsbench_core.verify import verify_session_relative
 
     batch_size = int(example[0].shape[0])
@@ -281,8 +280,9 @@ def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: 
         calibration = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=200 + i))  # type: ignore[arg-type]
                        for i in range(calibration_batches)]
         quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export),
-                                  keep_float=DEFAULT_KEEP_FLOAT)  # what a spec's quantize entry keeps by default
-        session = open_session(plugin.name, quantized.export, threads=threads, batch_size=batch_size)
+                                  keep_float=DEFAULT_KEEP_FLOAT,  # what a spec's quantize entry keeps by default
+                                  quant_format=plugin.int8_format)
+        session = plugin.open_graph(quantized.export, params, threads=threads, batch_size=batch_size)
         row["pruned_max_abs_err"], row["int8_rel_err"] = verify_session_relative(session, module, gate_batches,
                                                                                   tolerance=tolerance)
     except Exception as exc:

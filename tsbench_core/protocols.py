@@ -180,6 +180,18 @@ class RuntimePlugin(Plugin, Protocol):
         ...
 
 
+@runtime_checkable
+class OnnxGraphRuntime(Protocol):
+    """A runtime that also opens a given ONNX graph: the INT8 graph of a quantized cell (``sparse_runtime/quantize.py``
+    writes it once, every such runtime runs the same graph)."""
+
+    int8_format: str  # the INT8 graph format ("matmulinteger" or "qdq") an ad-hoc bench quantizes to for it
+
+    def open_graph(self, export: Any, params: BaseModel, *, threads: int, batch_size: int) -> RuntimeSession:
+        """A session on ``export.path`` (an ``ExportResult``), compiled for ``batch_size`` and ``threads``."""
+        ...
+
+
 KINDS = ("model", "dataset", "pruner", "runtime")
 Kind = Literal["model", "dataset", "pruner", "runtime"]
 PROTOCOL_OF_KIND: dict[str, type] = {

@@ -15,7 +15,7 @@ from tsbench_core.registry import load_plugins
 from tsbench_core.verify import verify_session
 
 REGISTRY = load_plugins(builtins=("sparse_runtime.plugin",))
-CPU_RUNTIMES = ["torch-eager", "onnxruntime", "deepsparse", "torch-compile"]
+CPU_RUNTIMES = ["torch-eager", "onnxruntime", "deepsparse", "torch-compile", "openvino"]
 
 
 def _prepare(name, model, tmp_path, threads=1, batch_seed=0):
@@ -29,7 +29,7 @@ def _prepare(name, model, tmp_path, threads=1, batch_seed=0):
 
 def test_builtin_runtimes_registered() -> None:
     assert set(REGISTRY.runtimes) == {"torch-eager", "torch-compile", "onnxruntime", "deepsparse",
-                                      "semi-structured"}
+                                      "semi-structured", "openvino"}
     for plugin in REGISTRY.runtimes.values():
         assert plugin.device in {"cpu", "cuda"}
         assert "torch" in plugin.versions()
@@ -54,7 +54,7 @@ def test_runtime_matches_torch_eager(name, tiny, tmp_path) -> None:
     session.close()
 
 
-@pytest.mark.parametrize("name", ["onnxruntime", "deepsparse"])
+@pytest.mark.parametrize("name", ["onnxruntime", "deepsparse", "openvino"])
 def test_unused_inputs_are_dropped(name, values_only, tmp_path) -> None:
     session = _prepare(name, values_only, tmp_path)
     assert session.info["graph_inputs"] == ["x_enc"]

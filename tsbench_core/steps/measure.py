@@ -18,7 +18,7 @@ from torch import nn
 
 from tsbench_core.data import DatasetSplits, WindowedSplit
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import availability_of
+from tsbench_core.protocols import OnnxGraphRuntime, availability_of
 from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import time_session
@@ -157,12 +157,11 @@ def measure_quantized(
     float model is exported, written with the learned scales and gated against instead of ``model`` (it is the
     model the INT8 graph approximates)."""
     from sparse_runtime.export import export_onnx
-    from sparse_runtime.quantize import ONNX_RUNTIMES as RUNNABLE
-    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, open_session, quantize_onnx
+    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, quantize_onnx
 
-    if runtime.name not in RUNNABLE:
-        raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 ONNX graph; quantized cells "
-                                 f"run on {' and '.join(RUNNABLE)}")
+    if not isinstance(runtime, OnnxGraphRuntime):
+        raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 ONNX graph; quantized cells run on "
+                                 f"runtimes that open a given ONNX graph (onnxruntime, deepsparse, openvino)")
     availability = availability_of(runtime)
     if not availability.available:
         raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
@@ -184,9 +183,7 @@ def measure_quantized(
                               per_channel=quantize.per_channel,
                               symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,
                               qparams=qparams)
-    session = open_session(runtime.name, quantized.export, threads=threads, batch_size=batch_size,
-                           graph_optimization=getattr(runtime_params, "graph_optimization", "all"),
-                           diagnose_fallbacks=getattr(runtime_params, "diagnose_fallbacks", True))
+    session = runtime.open_graph(quantized.export, runtime_params, threads=threads, batch_size=batch_size)
     try:
         max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
         metrics = evaluate_session(session, splits, batch_size, max_batches=max_eval_batches)
