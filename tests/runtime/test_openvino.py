@@ -199,3 +199,37 @@ def test_no_telemetry_on_import_compile_or_conversion(tmp_path) -> None:
     assert control["telemetry"] == "openvino_telemetry"
     assert any(path.startswith("intel") for path in control["home"])
     assert "imported with its telemetry" in control["reason"]  # and tsbench then refuses to run it
+
+
+@needs_openvino
+def test_spec_run_stores_fp32_and_int8_cells(tmp_path) -> None:
+    from tsbench_testing import tiny_spec
+
+    from tsbench_core.runner import run
+    from tsbench_core.spec import parse_spec
+    from tsbench_core.store import Store
+
+    spec_dict = tiny_spec(name="ov-run", runtimes=[{"plugin": "onnxruntime"}, {"plugin": "openvino"}])
+    # this toy's QDQ graph is coarse (relative error ~0.6 dense on both runtimes): a loose gate, compared below
+    spec_dict["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5]},
+                            {"pruner": "magnitude", "sparsities": [0.5],
+                             "quantize": {"format": "qdq", "calibration_batches": 2, "tolerance": 0.9}}]
+    spec = parse_spec(json.dumps(spec_dict), "s.json")
+    with Store(tmp_path / "r.db") as store:
+        run(spec, store, registry=load_plugins())
+        rows = store.rows("ov-run")
+    assert rows and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    ours = {(r["pruner"], bool(r["quantize"])): r for r in rows if r["runtime"] == "openvino"}
+    theirs = {(r["pruner"], bool(r["quantize"])): r for r in rows if r["runtime"] == "onnxruntime"}
+    assert len(ours) == 4  # dense and pruned, fp32 and INT8
+    for (pruner, int8), row in ours.items():
+        info = row["runtime_info"]
+        assert row["latency_ms_median"] > 0 and info["compile_s"] > 0
+        if not int8:
+            assert row["max_abs_err_vs_torch"] < 1e-4
+            continue
+        assert info["quantize"]["format"] == "qdq" and info["fully_connected"]["int8"] > 0
+        assert "reason" in info["sparse_weights_decompression"]
+        # the same INT8 graph on ONNX Runtime: the same error, so OpenVINO computes what the graph says
+        assert row["rel_err_vs_torch"] == pytest.approx(theirs[(pruner, True)]["rel_err_vs_torch"], rel=1e-3)
+        assert row["mse"] == pytest.approx(theirs[(pruner, True)]["mse"], rel=1e-3)
