@@ -1,9 +1,11 @@
 """Spec → cells: a pure expansion, and the content hashes that make every step cacheable.
 
-A cell is one stored row: dataset × horizon × model × (pruner, sparsity) × runtime × batch size. Every
-(dataset, horizon, model) also gets a dense reference cell per runtime and batch size (``pruner="dense"``),
+A cell is one stored row: dataset × horizon × model × seed × (pruner, sparsity) × runtime × batch size. Every
+(dataset, horizon, model, seed) also gets a dense reference cell per runtime and batch size (``pruner="dense"``),
 which ``speedup_vs_dense`` compares against. Three keys chain the steps: ``train_key`` (dense training),
-``prune_key`` (pruning + fine-tuning of that checkpoint) and ``cell_key`` (one runtime timing of it).
+``prune_key`` (pruning + fine-tuning of that checkpoint) and ``cell_key`` (one runtime timing of it). The seed
+enters the ``train_key`` (so every key after it): each seed trains, prunes, fine-tunes and calibrates its own
+models.
 
 A pruning entry with ``quantize`` gives cells that run the INT8 quantization of the same pruned weights: the
 weights (and their ``prune_key``) are shared with the fp32 cells, the quantize config enters the ``cell_key``
@@ -134,7 +136,7 @@ class Cell:
         t = self.prune.train
         sparsity = "" if self.prune.pruner == DENSE else f"@{self.prune.sparsity:g}"
         quantized = " int8" if self.quantize is not None else ""
-        return (f"{t.dataset.plugin}/{t.pred_len} {t.model} {self.prune.pruner}{sparsity}{quantized} "
+        return (f"{t.dataset.plugin}/{t.pred_len} {t.model} seed {t.seed} {self.prune.pruner}{sparsity}{quantized} "
                 f"{self.runtime} bs{self.batch_size}")
 
 
@@ -143,14 +145,14 @@ def spec_hash(spec: Spec) -> str:
 
 
 def expand(spec: Spec, registry: Registry) -> list[Cell]:
-    """Every cell of a validated spec, dense references first within each (dataset, horizon, model)."""
+    """Every cell of a validated spec, dense references first within each (dataset, horizon, model, seed)."""
     digest = spec_hash(spec)
     cells: list[Cell] = []
     for dataset in spec.datasets:
         for pred_len in dataset.pred_len:
-            for model in spec.models:
+            for model, seed in ((m, s) for m in spec.models for s in spec.seed_list()):
                 params = _params(registry, "model", model.plugin, model.params).model_dump(mode="json")
-                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), spec.seed,
+                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), seed,
                                  spec.data_dir)
                 dense = PruneJob(train, DENSE, 0.0, {}, None)
                 jobs: list[tuple[PruneJob, QuantizeConfig | None]] = [(dense, None)]
@@ -191,7 +193,7 @@ def _unique(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-SELECTABLE = ("dataset", "pred_len", "model", "pruner", "runtime", "batch_size", "quantize")
+SELECTABLE = ("dataset", "pred_len", "model", "seed", "pruner", "runtime", "batch_size", "quantize")
 
 
 def cell_fields(cell: Cell) -> dict[str, str]:
@@ -201,6 +203,7 @@ def cell_fields(cell: Cell) -> dict[str, str]:
         "dataset": train.dataset.plugin,
         "pred_len": str(train.pred_len),
         "model": train.model,
+        "seed": str(train.seed),
         "pruner": cell.prune.pruner,
         "runtime": cell.runtime,
         "batch_size": str(cell.batch_size),

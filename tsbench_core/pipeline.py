@@ -241,6 +241,7 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "label_len": train.dataset.label_len,
         "pred_len": train.pred_len,
         "model": train.model,
+        "seed": train.seed,
         "pruner": cell.prune.pruner,
         "target_sparsity": cell.prune.sparsity,
         "fine_tuned": int(cell.prune.fine_tune is not None),
@@ -273,7 +274,8 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
                 if cell.quantize.method == "sparseml-qat" else None
             row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
                                      cell.quantize, workdir, qat=qat,
-                                     max_eval_batches=cell.prune.train.training.max_eval_batches)
+                                     max_eval_batches=cell.prune.train.training.max_eval_batches,
+                                     calibration_seed=cell.prune.train.seed)
             row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
         row["status"] = STATUS_OK
     except RuntimeUnavailable as exc:

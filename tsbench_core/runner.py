@@ -67,6 +67,7 @@ def run(
     progress = progress or NullProgress()
     try:
         cells, todo = plan(spec, db, registry, force=force, only=only)
+        db.fill_seeds({c.key: c.prune.train.seed for c in cells})
         summary = RunSummary(spec.name, None, len(cells), len(cells) - len(todo))
         if not todo:
             return summary

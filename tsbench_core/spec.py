@@ -222,11 +222,16 @@ class TimingConfig(StrictModel):
 
 
 class Spec(StrictModel):
-    """A benchmark: datasets × horizons × models × pruning × runtimes × batch sizes."""
+    """A benchmark: datasets × horizons × models × pruning × runtimes × batch sizes × seeds.
+
+    ``seed`` is the one-seed form, ``seeds`` the several-seed one (each seed trains, prunes, fine-tunes and
+    calibrates its own models); a spec gives one of them, not both.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = 0
+    seeds: list[int] | None = Field(default=None, min_length=1)
     data_dir: str | None = None
     datasets: list[DatasetEntry] = Field(min_length=1)
     models: list[ModelEntry] = Field(min_length=1)
@@ -234,6 +239,33 @@ class Spec(StrictModel):
     pruning: list[PruningEntry] = Field(default_factory=list)
     runtimes: list[RuntimeEntry] = Field(default_factory=lambda: [RuntimeEntry(plugin="torch-eager")])
     timing: TimingConfig = Field(default_factory=TimingConfig)
+
+    @model_validator(mode="after")
+    def _one_seed_form(self) -> Spec:
+        if self.seeds is not None and "seed" in self.model_fields_set:
+            raise ValueError("give either 'seed' (one seed) or 'seeds' (a list), not both; "
+                             f"e.g. \"seeds\": [{self.seed}, ...]")
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        repeated = sorted({s for s in value or [] if value.count(s) > 1}) if value else []
+        if repeated:
+            raise ValueError(f"seed {', '.join(map(str, repeated))} given more than once; each seed runs once")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_unset_seeds(self, handler: Any) -> Any:
+        # one-seed specs dump as before, so the hashes of existing specs do not change
+        data = handler(self)
+        if self.seeds is None and isinstance(data, dict):
+            data.pop("seeds", None)
+        return data
+
+    def seed_list(self) -> list[int]:
+        """The seeds every cell is run with, in spec order."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
 
     def training_for(self, entry: ModelEntry) -> TrainingConfig:
         """The spec's training config with the model entry's overrides applied (checked by

@@ -28,6 +28,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("label_len", "INTEGER"),
     ("pred_len", "INTEGER"),
     ("model", "TEXT"),
+    ("seed", "INTEGER"),  # NULL only in rows stored before seeds were recorded, until their spec runs again
     ("pruner", "TEXT"),
     ("target_sparsity", "REAL"),
     ("fine_tuned", "INTEGER"),
@@ -161,6 +162,26 @@ class Store:
                 [values[n] for n in names],
             )
 
+    def put_raw(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+        """Insert or replace rows and runs as another store holds them (JSON columns as text), in one
+        transaction (``tsbench merge``)."""
+        with self._transaction() as conn:
+            for table, items in (("cells", rows), ("runs", runs)):
+                for item in items:
+                    names = list(item)
+                    conn.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+                                 f"VALUES ({', '.join('?' * len(names))})", [item[n] for n in names])
+
+    def fill_seeds(self, seeds: dict[str, int]) -> int:
+        """Record the seed of stored rows that lack it (rows stored before seeds were recorded), given
+        ``{cell_key: seed}`` from the expansion of their spec; returns how many rows were filled."""
+        if not seeds:
+            return 0
+        with self._transaction() as conn:
+            cursor = conn.executemany("UPDATE cells SET seed = ? WHERE cell_key = ? AND seed IS NULL",
+                                      [(seed, key) for key, seed in seeds.items()])
+            return cursor.rowcount
+
     def done_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` are stored as ok or skipped."""
         done: set[str] = set()
@@ -196,7 +217,8 @@ class Store:
         if spec_name is not None:
             query += " WHERE spec_name = ?"
             args = (spec_name,)
-        query += " ORDER BY spec_name, dataset, pred_len, model, pruner, target_sparsity, runtime, batch_size"
+        query += (" ORDER BY spec_name, dataset, pred_len, model, pruner, target_sparsity, runtime, batch_size, "
+                  "seed")
         return [_decode(r) for r in self._conn.execute(query, args)]
 
     def spec_names(self) -> list[str]:

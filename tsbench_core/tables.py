@@ -1,4 +1,5 @@
-"""Stored rows as a rich table, CSV, JSON lines or Markdown."""
+"""Stored rows as a rich table or Markdown (one line per setting, aggregated over seeds), CSV or JSON lines
+(every stored row, one per seed)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 from tsbench_core.store import COLUMN_NAMES
 
-# (column, header) of the compact results table
-SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+# (column, header) of the per-setting columns of the results table (values of the setting's first ok row)
+SETTING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("dataset", "dataset"),
     ("pred_len", "H"),
     ("model", "model"),
@@ -21,14 +22,8 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("achieved_sparsity", "sparsity"),
     ("params_nonzero", "params≠0"),
     ("macs_effective", "MACs eff"),
-    ("mse", "MSE"),
-    ("mae", "MAE"),
-    ("runtime", "runtime"),
-    ("batch_size", "bs"),
-    ("latency_ms_median", "ms (med)"),
-    ("speedup_vs_dense", "speedup"),
-    ("status", "status"),
 )
+TEXT_COLUMNS = ("dataset", "model", "pruner", "quant", "runtime", "status", "vs dense")
 
 
 def format_value(column: str, value: Any) -> str:
@@ -54,17 +49,61 @@ def _si(value: float) -> str:
     return str(value)
 
 
+def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The results table: one line per setting, aggregated over its seeds (headers, lines, each line's status).
+
+    MSE, MAE and latency are ``mean ± sd`` over the seeds (the bare value for one seed), ΔMSE is the change vs the
+    dense model paired per seed; with several seeds the 95 % interval of the mean MSE (t distribution) and the
+    paired test against dense (``seed_stats.TEST_NAME``) get their own columns.
+    """
+    from tsbench_core.seed_groups import compare_to_reference, group_over_seeds, reference_values
+    from tsbench_core.seed_stats import format_ci, format_spread
+
+    groups = group_over_seeds(rows)
+    references = reference_values(rows)
+    several = any(len(g.ok_rows) > 1 for g in groups)
+    setting_columns = [(c, h) for c, h in SETTING_COLUMNS if c != "quantize" or any(r.get("quantize") for r in rows)]
+    headers = [h for _, h in setting_columns] + ["n", "MSE", *(["MSE 95% CI"] if several else []), "MAE",
+                                                  "ΔMSE vs dense", *(["vs dense"] if several else []),
+                                                  "runtime", "bs", "ms (med)", "speedup", "status"]
+    lines, statuses = [], []
+    for group in groups:
+        first = group.first
+        comparison = compare_to_reference(group, references)
+        delta = "–" if comparison is None else format_spread(comparison.relative, lambda v: f"{v:+.1f}%")
+        line = [format_value(c, first.get(c)) for c, _ in setting_columns]
+        line += [str(len(group.ok_rows)), format_spread(group.spread("mse"), _fmt("mse"))]
+        if several:
+            line.append(format_ci(group.spread("mse"), _fmt("mse")))
+        line += [format_spread(group.spread("mae"), _fmt("mae")), delta]
+        if several:
+            line.append("–" if comparison is None else comparison.verdict)
+        line += [str(first.get("runtime")), str(first.get("batch_size")),
+                 format_spread(group.spread("latency_ms_median"), _fmt("latency_ms_median")),
+                 format_spread(group.spread("speedup_vs_dense"), lambda v: f"{v:.2f}×"), group.status]
+        lines.append(line)
+        statuses.append(group.status)
+    return headers, lines, statuses
+
+
+def _fmt(column: str) -> Any:
+    return lambda value: format_value(column, value)
+
+
 def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
     from rich.table import Table
 
+    headers, lines, statuses = summary_table(rows)
     table = Table(title=title, show_lines=False)
-    for column, header in SUMMARY_COLUMNS:
-        numeric = column not in ("dataset", "model", "pruner", "quantize", "runtime", "status")
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=True)
-    for row in rows:
-        cells = [format_value(c, row.get(c)) for c, _ in SUMMARY_COLUMNS]
-        style = {"failed": "red", "skipped": "yellow"}.get(row.get("status") or "")
-        table.add_row(*cells, style=style)
+    for i, header in enumerate(headers):
+        # names are never cut; in a narrow terminal the long numbers (mean ± sd, intervals) wrap at their spaces
+        text = header in TEXT_COLUMNS
+        widest = max([len(line[i]) for line in lines] + [1])
+        table.add_column(header, justify="left" if text else "right", no_wrap=text,
+                         min_width=widest if text else None)
+    for line, status in zip(lines, statuses, strict=True):
+        style = None if status == "ok" else ("red" if "failed" in status else "yellow")
+        table.add_row(*line, style=style)
     return table
 
 
@@ -82,8 +121,7 @@ def to_jsonl(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    headers = [h for _, h in SUMMARY_COLUMNS]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        lines.append("| " + " | ".join(format_value(c, row.get(c)) for c, _ in SUMMARY_COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    headers, lines, _ = summary_table(rows)
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out) + "\n"

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsbench_core.cells import DENSE
 from tsbench_core.errors import UserError
+from tsbench_core.seed_groups import JOB_FIELDS, SeedGroup, group_over_seeds, is_dense_reference, setting_of
+from tsbench_core.seed_stats import Spread, spread
 from tsbench_core.store import STATUS_OK, Store
 
 Row = dict[str, Any]
@@ -87,26 +88,35 @@ def sparsity_of(row: Row) -> float:
 
 
 def model_rows(rows: Iterable[Row]) -> list[Row]:
-    """One row per (model, pruner, target sparsity, quantize): the model columns are the same on every runtime
+    """One row per model job and seed (``JOB_FIELDS`` + seed): the model columns are the same on every runtime
     (INT8 accuracy is measured per runtime; the first ok runtime's figure stands for the job).
 
     Prefers an ``ok`` row; a job with no ok row keeps its first row (so a failure still shows up).
     """
     chosen: dict[tuple[Any, ...], Row] = {}
     for row in rows:
-        key = (row.get("model"), row.get("pruner"), row.get("target_sparsity"), row.get("quantize"))
+        key = (*setting_of(row, JOB_FIELDS), row.get("seed"))
         if key not in chosen or (chosen[key].get("status") != STATUS_OK and row.get("status") == STATUS_OK):
             chosen[key] = row
     return list(chosen.values())
 
 
+def accuracy_groups(rows: Iterable[Row]) -> list[SeedGroup]:
+    """One group per model job (its rows over seeds, one runtime's row each)."""
+    return group_over_seeds(model_rows(rows), JOB_FIELDS)
+
+
+def dense_spread(rows: Iterable[Row], model: str, column: str = "mse") -> Spread | None:
+    """``column`` of the dense fp32 reference of ``model`` among ``rows``, over its seeds."""
+    mine = [r for r in model_rows(rows) if r.get("model") == model and is_dense_reference(r)
+            and r.get("status") == STATUS_OK and not r.get("fine_tuned")]
+    return spread([r.get(column) for r in mine])
+
+
 def dense_mse(rows: Iterable[Row], model: str) -> float | None:
-    """Test MSE of the dense fp32 reference of ``model`` among ``rows``."""
-    for row in rows:
-        if (row.get("model") == model and row.get("pruner") == DENSE and not row.get("quantize")
-                and row.get("mse") is not None):
-            return float(row["mse"])
-    return None
+    """Test MSE of the dense fp32 reference of ``model`` among ``rows`` (the mean over its seeds)."""
+    value = dense_spread(rows, model)
+    return None if value is None else value.mean
 
 
 def per_sample_ms(row: Row) -> float | None:
@@ -151,10 +161,11 @@ def pruner_label(row: Row) -> str:
 
 
 def fp32_twin(rows: Iterable[Row], row: Row) -> Row | None:
-    """The ok fp32 row of the same model, pruner, sparsity, runtime and batch size as a quantized ``row``."""
+    """The ok fp32 row of the same model, seed, pruner, sparsity, fine-tuning, runtime and batch size as a
+    quantized ``row``."""
     for other in rows:
         if (not other.get("quantize") and other.get("status") == STATUS_OK
-                and all(other.get(k) == row.get(k) for k in ("model", "pruner", "target_sparsity", "runtime",
-                                                              "batch_size"))):
+                and all(other.get(k) == row.get(k) for k in ("model", "seed", "pruner", "target_sparsity",
+                                                              "fine_tuned", "runtime", "batch_size"))):
             return other
     return None

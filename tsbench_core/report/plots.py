@@ -21,14 +21,15 @@ from tsbench_core.report.benchjson import BenchEntry
 from tsbench_core.report.data import (
     Row,
     Section,
-    dense_mse,
-    model_rows,
+    accuracy_groups,
+    dense_spread,
     pareto_front,
     per_sample_ms,
     pruner_label,
     sparsity_of,
 )
 from tsbench_core.report.files import write_atomic
+from tsbench_core.seed_groups import SeedGroup, group_over_seeds
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -85,87 +86,113 @@ def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
     return written
 
 
+def _mean_sd(group: SeedGroup, column: str) -> tuple[float, float] | None:
+    """Mean and sd (0 for one seed) of ``column`` over a group's ok rows."""
+    value = group.spread(column)
+    return None if value is None else (value.mean, value.sd or 0.0)
+
+
+def _seed_note(groups: Sequence[SeedGroup]) -> str:
+    most = max((len(g.ok_rows) for g in groups), default=1)
+    return f"\nmean over up to {most} seeds; bands and bars ± 1 sd" if most > 1 else ""
+
+
 def mse_vs_sparsity(section: Section) -> Figure | None:
-    """Test MSE against achieved sparsity, one panel per model, one line per pruner, dense as a dashed line."""
-    rows = [r for r in model_rows(section.ok_rows) if r.get("mse") is not None]
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    """Test MSE against achieved sparsity, one panel per model, one line per pruner (mean over seeds, band ± sd),
+    dense as a dashed line (its ± sd as a grey band)."""
+    groups = [g for g in accuracy_groups(section.ok_rows) if g.spread("mse") is not None]
+    models = list(dict.fromkeys(g.first["model"] for g in groups))
     if not models:
         return None
     fig, axes = _figure(len(models))
     for ax, model in zip(axes, models, strict=True):
-        mine = [r for r in rows if r["model"] == model]
-        pruners = list(dict.fromkeys(pruner_label(r) for r in mine if pruner_label(r) != DENSE))
+        mine = [g for g in groups if g.first["model"] == model]
+        pruners = list(dict.fromkeys(pruner_label(g.first) for g in mine if pruner_label(g.first) != DENSE))
         for i, pruner in enumerate(pruners):
-            pts = sorted((sparsity_of(r), float(r["mse"])) for r in mine if pruner_label(r) == pruner)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=pruner, **_style(i))
-        reference = dense_mse(mine, model)
+            pts = sorted((sparsity_of(g.first), *(_mean_sd(g, "mse") or (0.0, 0.0)))
+                         for g in mine if pruner_label(g.first) == pruner)
+            x, y, sd = (np.array([p[k] for p in pts]) for k in range(3))
+            ax.plot(x, y, label=pruner, **_style(i))
+            if sd.any():
+                ax.fill_between(x, y - sd, y + sd, color=COLORS[i % len(COLORS)], alpha=0.2, linewidth=0)
+        reference = dense_spread(section.ok_rows, model)
         if reference is not None:
-            ax.axhline(reference, color="black", linestyle="--", linewidth=1.2, label=f"dense ({reference:.4f})")
+            ax.axhline(reference.mean, color="black", linestyle="--", linewidth=1.2,
+                       label=f"dense ({reference.mean:.4f})")
+            if reference.sd:
+                ax.axhspan(reference.mean - reference.sd, reference.mean + reference.sd, color="grey", alpha=0.15)
         ax.set_title(model)
         ax.set_xlabel("achieved sparsity (fraction of prunable weights at zero)")
         ax.set_ylabel("test MSE (scaled data)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(f"Test MSE vs sparsity — {section.dataset}, horizon {section.pred_len}")
+    fig.suptitle(f"Test MSE vs sparsity — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 
 def speedup_vs_sparsity(section: Section) -> Figure | None:
-    """Measured speedup over the dense model against sparsity, one panel per runtime, with the ideal 1/density."""
-    rows = section.ok_rows
-    timed = [r for r in rows if r.get("speedup_vs_dense") is not None]
-    runtimes = list(dict.fromkeys(r["runtime"] for r in timed))
+    """Measured speedup over the dense model against sparsity, one panel per runtime, with the ideal 1/density
+    (mean over seeds, error bars ± sd)."""
+    groups = [g for g in group_over_seeds(section.ok_rows) if g.spread("speedup_vs_dense") is not None]
+    runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
     if not runtimes:
         return None
-    several_bs = len({r.get("batch_size") for r in rows}) > 1
+    several_bs = len({r.get("batch_size") for r in section.rows}) > 1
     fig, axes = _figure(len(runtimes))
-    top = max(sparsity_of(r) for r in timed)
+    top = max(sparsity_of(g.first) for g in groups)
     grid = np.linspace(0.0, min(top * 1.02, 0.995), 200)
     for ax, runtime in zip(axes, runtimes, strict=True):
         ax.plot(grid, 1.0 / (1.0 - grid), color="grey", linestyle=":", linewidth=1.5, label="ideal 1/density")
         ax.axhline(1.0, color="black", linewidth=0.8)
-        mine = [r for r in timed if r["runtime"] == runtime]
-        series = list(dict.fromkeys((r["model"], pruner_label(r), r.get("batch_size")) for r in mine))
-        for i, (model, pruner, batch) in enumerate(series):
-            pts = [(sparsity_of(r), float(r["speedup_vs_dense"])) for r in mine
-                   if (r["model"], pruner_label(r), r.get("batch_size")) == (model, pruner, batch)]
-            pts.sort()
+        mine = [g for g in groups if g.first["runtime"] == runtime]
+
+        def series_of(g: SeedGroup) -> tuple[Any, ...]:
+            return (g.first["model"], pruner_label(g.first), g.first.get("batch_size"))
+
+        for i, series in enumerate(dict.fromkeys(series_of(g) for g in mine)):
+            model, pruner, batch = series
+            pts = sorted((sparsity_of(g.first), *(_mean_sd(g, "speedup_vs_dense") or (0.0, 0.0)))
+                         for g in mine if series_of(g) == series)
             label = f"{model} · {pruner}" + (f" · bs{batch}" if several_bs else "")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **_style(i))
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], label=label,
+                        capsize=2, **_style(i))
         _log_axis(ax.yaxis, "{:g}×")
         ax.set_title(runtime)
         ax.set_xlabel("achieved sparsity")
         ax.set_ylabel("speedup vs dense (median latency ratio)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(f"Speedup vs sparsity — {section.dataset}, horizon {section.pred_len}")
+    fig.suptitle(f"Speedup vs sparsity — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 
 def latency_vs_macs(section: Section) -> Figure | None:
-    """Median batch latency against effective MACs per batch: colour = runtime, marker = model."""
-    rows = [r for r in section.ok_rows if r.get("latency_ms_median") and r.get("macs_effective")]
-    if not rows:
+    """Median batch latency against effective MACs per batch: colour = runtime, marker = model (mean over seeds,
+    error bars ± sd)."""
+    groups = [g for g in group_over_seeds(section.ok_rows)
+              if g.spread("latency_ms_median") is not None and g.first.get("macs_effective")]
+    if not groups:
         return None
-    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
+    models = list(dict.fromkeys(g.first["model"] for g in groups))
     fig, (ax,) = _figure(1, width=7.0, height=4.8)
     for r_i, runtime in enumerate(runtimes):
         for m_i, model in enumerate(models):
-            mine = [r for r in rows if r["runtime"] == runtime and r["model"] == model]
+            mine = [g for g in groups if g.first["runtime"] == runtime and g.first["model"] == model]
             if not mine:
                 continue
-            x = [float(r["macs_effective"]) * (r.get("batch_size") or 1) for r in mine]
-            y = [float(r["latency_ms_median"]) for r in mine]
-            ax.scatter(x, y, color=COLORS[r_i % len(COLORS)], marker=MARKERS[m_i % len(MARKERS)], s=42,
-                       label=f"{model} · {runtime}", alpha=0.85)
+            x = [float(g.first["macs_effective"]) * (g.first.get("batch_size") or 1) for g in mine]
+            stats = [_mean_sd(g, "latency_ms_median") or (0.0, 0.0) for g in mine]
+            ax.errorbar(x, [m for m, _ in stats], yerr=[sd for _, sd in stats], color=COLORS[r_i % len(COLORS)],
+                        marker=MARKERS[m_i % len(MARKERS)], markersize=6.5, linestyle="none", capsize=2,
+                        label=f"{model} · {runtime}", alpha=0.85)
     _log_axis(ax.xaxis, use_si=True)
     _log_axis(ax.yaxis)
     ax.set_xlabel("effective MACs per batch (nonzero weights only)")
     ax.set_ylabel("median latency per batch (ms)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
-    ax.set_title(f"Latency vs MACs — {section.dataset}, horizon {section.pred_len}")
+    ax.set_title(f"Latency vs MACs — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 
@@ -175,30 +202,37 @@ def short_label(row: Row) -> str:
 
 
 def accuracy_latency_pareto(section: Section) -> Figure | None:
-    """Test MSE against latency per window for every timed cell, with the Pareto front (lower-left is better)."""
-    rows = [r for r in section.ok_rows if r.get("mse") is not None and per_sample_ms(r)]
-    if not rows:
+    """Test MSE against latency per window for every timed setting (mean over seeds, error bars ± sd), with the
+    Pareto front of the means (lower-left is better)."""
+    groups = [g for g in group_over_seeds(section.ok_rows)
+              if g.spread("mse") is not None and g.spread("latency_ms_median") is not None]
+    if not groups:
         return None
-    points = [(per_sample_ms(r) or 0.0, float(r["mse"])) for r in rows]
+    per_window = [1.0 / (g.first.get("batch_size") or 1) for g in groups]
+    x_stats = [(m * w, sd * w) for (m, sd), w in zip((_mean_sd(g, "latency_ms_median") or (0.0, 0.0)
+                                                      for g in groups), per_window, strict=True)]
+    y_stats = [_mean_sd(g, "mse") or (0.0, 0.0) for g in groups]
+    points = [(x[0], y[0]) for x, y in zip(x_stats, y_stats, strict=True)]
     front = pareto_front(points)
     fig, (ax,) = _figure(1, width=7.5, height=5.0)
-    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
     for i, runtime in enumerate(runtimes):
-        idx = [k for k, r in enumerate(rows) if r["runtime"] == runtime]
-        ax.scatter([points[k][0] for k in idx], [points[k][1] for k in idx], color=COLORS[i % len(COLORS)],
-                   s=30, alpha=0.6, label=runtime)
+        idx = [k for k, g in enumerate(groups) if g.first["runtime"] == runtime]
+        ax.errorbar([points[k][0] for k in idx], [points[k][1] for k in idx], xerr=[x_stats[k][1] for k in idx],
+                    yerr=[y_stats[k][1] for k in idx], color=COLORS[i % len(COLORS)], marker="o", markersize=5,
+                    linestyle="none", alpha=0.6, label=runtime)
     fx = [points[k][0] for k in front]
     fy = [points[k][1] for k in front]
     ax.step(fx, fy, where="post", color="black", linewidth=1.5, label="Pareto front")
     ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=90, linewidths=1.5)
     for k in front:
-        ax.annotate(short_label(rows[k]), points[k], textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.annotate(short_label(groups[k].first), points[k], textcoords="offset points", xytext=(6, 4), fontsize=7)
     _log_axis(ax.xaxis)
     ax.set_xlabel("median latency per window (ms) = batch latency / batch size")
     ax.set_ylabel("test MSE (scaled data)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}")
+    ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 

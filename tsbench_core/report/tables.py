@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsbench_core.cells import DENSE
-from tsbench_core.report.data import Row, Section, dense_mse, failures, fp32_twin, model_rows, pruner_label
+from tsbench_core.report.data import Row, Section, accuracy_groups, failures, fp32_twin, pruner_label
+from tsbench_core.seed_groups import SeedGroup, compare_to_reference, group_over_seeds, reference_values
+from tsbench_core.seed_stats import TEST_NAME, format_ci, format_spread
 from tsbench_core.store import STATUS_OK
 from tsbench_core.tables import format_value
 
@@ -24,7 +26,7 @@ class Table:
 
 def _job_order(row: Row) -> tuple[Any, ...]:
     return (row.get("model") or "", row.get("pruner") != DENSE, row.get("pruner") or "",
-            row.get("target_sparsity") or 0.0, row.get("quantize") or "")
+            row.get("target_sparsity") or 0.0, row.get("fine_tuned") or 0, row.get("quantize") or "")
 
 
 def _relative(value: float | None, reference: float | None) -> str:
@@ -33,14 +35,29 @@ def _relative(value: float | None, reference: float | None) -> str:
     return f"{100.0 * (value / reference - 1.0):+.1f}%"
 
 
+def _several_seeds(groups: Sequence[SeedGroup]) -> bool:
+    return any(len(g.ok_rows) > 1 for g in groups)
+
+
+def _fmt(column: str) -> Any:
+    return lambda value: format_value(column, value)
+
+
 def accuracy_table(section: Section) -> Table:
-    """One row per (model, pruner, sparsity): sparsity, params, MACs, test MSE/MAE and the MSE change vs dense."""
-    headers = ["model", "pruner", "target", "sparsity", "params", "params≠0", "MACs dense", "MACs eff",
-               "MSE", "MAE", "ΔMSE vs dense"]
+    """One row per model job over its seeds: sparsity, params, MACs, test MSE/MAE (mean ± sd, n seeds) and the
+    MSE change vs dense paired per seed; with several seeds also the 95 % interval of the mean MSE and the paired
+    test against dense (``seed_stats.TEST_NAME``)."""
+    groups = sorted(accuracy_groups(section.rows), key=lambda g: _job_order(g.first))
+    references = reference_values(section.rows)
+    several = _several_seeds(groups)
+    headers = ["model", "pruner", "target", "sparsity", "params", "params≠0", "MACs dense", "MACs eff", "n",
+               "MSE", *(["MSE 95% CI"] if several else []), "MAE", "ΔMSE vs dense",
+               *(["vs dense"] if several else [])]
     body = []
-    for row in sorted(model_rows(section.rows), key=_job_order):
-        reference = dense_mse(section.rows, row["model"])
-        body.append([
+    for group in groups:
+        row = group.first
+        comparison = compare_to_reference(group, references)
+        line = [
             row.get("model") or "?", pruner_label(row),
             "–" if row.get("pruner") == DENSE else format_value("target_sparsity", row.get("target_sparsity")),
             format_value("achieved_sparsity", row.get("achieved_sparsity")),
@@ -48,46 +65,67 @@ def accuracy_table(section: Section) -> Table:
             format_value("params_nonzero", row.get("params_nonzero")),
             format_value("macs_dense", row.get("macs_dense")),
             format_value("macs_effective", row.get("macs_effective")),
-            format_value("mse", row.get("mse")), format_value("mae", row.get("mae")),
-            "–" if row.get("pruner") == DENSE and not row.get("quantize") else _relative(row.get("mse"), reference),
-        ])
+            str(len(group.ok_rows)), format_spread(group.spread("mse"), _fmt("mse")),
+        ]
+        if several:
+            line.append(format_ci(group.spread("mse"), _fmt("mse")))
+        line += [format_spread(group.spread("mae"), _fmt("mae")),
+                 "–" if comparison is None else format_spread(comparison.relative, lambda v: f"{v:+.1f}%")]
+        if several:
+            line.append("–" if comparison is None else comparison.verdict)
+        body.append(line)
     numeric = [False, False] + [True] * (len(headers) - 2)
-    return Table("Accuracy and size (test split; MACs per sample)", headers, body, numeric)
+    if several:
+        numeric[-1] = False
+    title = "Accuracy and size (test split; MACs per sample)"
+    if several:
+        title += (f"; MSE/MAE mean ± sd over n seeds, 95 % CI of the mean from the t distribution, ΔMSE paired per "
+                  f"seed; vs dense: {TEST_NAME}")
+    return Table(title, headers, body, numeric)
 
 
-def latency_cell(row: Row | None) -> str:
-    """``median ms (speedup×)`` of a timed row, or its status."""
-    if row is None:
+def latency_cell(group: SeedGroup | None) -> str:
+    """``median ms (speedup×)`` of a timed setting (mean ± sd over seeds), or its status."""
+    if group is None:
         return ""
-    if row.get("status") != STATUS_OK:
-        return str(row.get("status") or "?")
-    text = format_value("latency_ms_median", row.get("latency_ms_median"))
-    if (row.get("pruner") != DENSE or row.get("quantize")) and row.get("speedup_vs_dense") is not None:
-        text += f" ({row['speedup_vs_dense']:.2f}×)"
+    if not group.ok_rows:
+        return group.status
+    text = format_spread(group.spread("latency_ms_median"), _fmt("latency_ms_median"))
+    row = group.first
+    speedup = group.spread("speedup_vs_dense")
+    if (row.get("pruner") != DENSE or row.get("quantize")) and speedup is not None:
+        text += f" ({format_spread(speedup, lambda v: f'{v:.2f}')}×)"
+    if group.status != STATUS_OK:
+        text += f" [{group.status}]"
     return text
 
 
 def latency_table(section: Section) -> Table:
-    """Median latency per batch (ms) and speedup vs the dense model, one column per runtime."""
+    """Median latency per batch (ms) and speedup vs the dense model, one column per runtime (mean ± sd over
+    seeds when there are several)."""
     runtimes = list(dict.fromkeys(r.get("runtime") for r in section.rows))
-    grid: dict[tuple[Any, ...], dict[str, Row]] = {}
-    for row in section.rows:
-        key = (row.get("model"), row.get("pruner"), row.get("target_sparsity"), row.get("batch_size"),
-               row.get("quantize") or "")
-        grid.setdefault(key, {})[row.get("runtime")] = row
+    groups = group_over_seeds(section.rows)
+    grid: dict[tuple[Any, ...], dict[str, SeedGroup]] = {}
+    for group in groups:
+        row = group.first
+        key = (*_job_order(row), row.get("batch_size") or 0)
+        grid.setdefault(key, {})[row.get("runtime")] = group
     body = []
-    for key in sorted(grid, key=lambda k: (k[0] or "", k[1] != DENSE, k[1] or "", k[2] or 0.0, k[3] or 0, k[4])):
-        model, pruner, target, batch, _ = key
+    for key in sorted(grid):
         cells = grid[key]
-        some = next(iter(cells.values()))
+        some = next(iter(cells.values())).first
         body.append([
-            model or "?", pruner_label(some), "–" if pruner == DENSE else format_value("target_sparsity", target),
-            format_value("achieved_sparsity", some.get("achieved_sparsity")), str(batch),
+            some.get("model") or "?", pruner_label(some),
+            "–" if some.get("pruner") == DENSE else format_value("target_sparsity", some.get("target_sparsity")),
+            format_value("achieved_sparsity", some.get("achieved_sparsity")), str(some.get("batch_size")),
             *[latency_cell(cells.get(rt)) for rt in runtimes],
         ])
     headers = ["model", "pruner", "target", "sparsity", "bs", *[str(rt) for rt in runtimes]]
     numeric = [False, False, True, True, True] + [True] * len(runtimes)
-    return Table("Latency per batch, median ms (speedup vs dense on the same runtime)", headers, body, numeric)
+    title = "Latency per batch, median ms (speedup vs dense on the same runtime)"
+    if _several_seeds(groups):
+        title += "; mean ± sd over seeds"
+    return Table(title, headers, body, numeric)
 
 
 def _mb(value: Any) -> str:
@@ -100,17 +138,20 @@ def int8_table(section: Section) -> Table | None:
     quantized = [r for r in section.rows if r.get("quantize")]
     if not quantized:
         return None
-    headers = ["model", "pruner", "target", "runtime", "MSE fp32", "MSE int8", "ΔMSE int8 vs fp32", "rel. err",
+    seeds = len({r.get("seed") for r in quantized}) > 1
+    headers = ["model", "pruner", "target", "runtime", *(["seed"] if seeds else []), "MSE fp32", "MSE int8",
+               "ΔMSE int8 vs fp32", "rel. err",
                "MB fp32 (compr.)", "MB int8", "MB int8 (compr.)", "peak MB fp32", "peak MB int8", "ms fp32",
                "ms int8", "int8 speedup vs dense fp32"]
     body = []
-    for row in sorted(quantized, key=lambda r: (*_job_order(r), r.get("runtime") or "")):
+    for row in sorted(quantized, key=lambda r: (*_job_order(r), r.get("runtime") or "", r.get("seed") or 0)):
         twin = fp32_twin(section.rows, row) or {}
         ok = row.get("status") == STATUS_OK
         body.append([
             row.get("model") or "?", pruner_label(row),
             "–" if row.get("pruner") == DENSE else format_value("target_sparsity", row.get("target_sparsity")),
-            row.get("runtime") or "?", format_value("mse", twin.get("mse")),
+            row.get("runtime") or "?", *([str(row.get("seed"))] if seeds else []),
+            format_value("mse", twin.get("mse")),
             format_value("mse", row.get("mse")) if ok else str(row.get("status")),
             _relative(row.get("mse"), twin.get("mse")) if ok else "–",
             "–" if row.get("rel_err_vs_torch") is None else f"{row['rel_err_vs_torch']:.3f}",
@@ -123,7 +164,8 @@ def int8_table(section: Section) -> Table | None:
             "–" if row.get("speedup_vs_dense") is None else f"{row['speedup_vs_dense']:.2f}×",
         ])
     numeric = [False, False, True, False] + [True] * (len(headers) - 4)
-    return Table("Sparse + INT8: accuracy, size, memory and latency (INT8 beside the fp32 model with the same "
+    return Table(("One line per seed. " if seeds else "") +
+                 "Sparse + INT8: accuracy, size, memory and latency (INT8 beside the fp32 model with the same "
                  "weights; compressed = bitmask encoding of the weights, see docs/metrics.md)", headers, body,
                  numeric)
 

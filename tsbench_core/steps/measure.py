@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from tsbench_core.data import DatasetSplits, WindowedSplit
+from tsbench_core.data import DatasetSplits, WindowedSplit, seed_offset
 from tsbench_core.errors import CellError, RuntimeUnavailable
 from tsbench_core.protocols import OnnxGraphRuntime, availability_of
 from tsbench_core.spec import QuantizeConfig, TimingConfig
@@ -30,12 +30,13 @@ if TYPE_CHECKING:
 ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
 
 
-def static_batches(split: WindowedSplit, batch_size: int, count: int) -> list[tuple[np.ndarray, ...]]:
-    """``count`` real batches of exactly ``batch_size`` windows, spread over the split (wrapping if short)."""
+def static_batches(split: WindowedSplit, batch_size: int, count: int, offset: int = 0) -> list[tuple[np.ndarray, ...]]:
+    """``count`` real batches of exactly ``batch_size`` windows, spread over the split from window ``offset``
+    (wrapping if short)."""
     n = len(split)
     batches = []
     for i in range(count):
-        first = (i * n) // max(count, 1)
+        first = ((i * n) // max(count, 1) + offset) % n
         starts = (torch.arange(batch_size) + first) % n
         batches.append(tuple(t.numpy() for t in split.batch(starts).inputs))
     return batches
@@ -149,9 +150,11 @@ def measure_quantized(
     *,
     max_eval_batches: int | None = None,
     qat: QatResult | None = None,
+    calibration_seed: int = 0,
 ) -> dict[str, Any]:
-    """Quantize ``model`` to INT8 (calibrated on training windows), gate it against torch-eager fp32 with the
-    relative tolerance, then measure test accuracy, latency, sizes and peak memory through ``runtime``.
+    """Quantize ``model`` to INT8 (calibrated on training windows from the seed's offset), gate it against
+    torch-eager fp32 with the relative tolerance, then measure test accuracy, latency, sizes and peak memory
+    through ``runtime``.
 
     ``method: sparseml-qat`` needs ``qat``, the result of the QAT step (``pipeline.qat_artifact``): its fine-tuned
     float model is exported, written with the learned scales and gated against instead of ``model`` (it is the
@@ -178,7 +181,9 @@ def measure_quantized(
     example = tuple(torch.from_numpy(a) for a in gate_batches[0])
     opset = getattr(runtime_params, "opset", None)
     export = export_onnx(model, example, workdir / "model.fp32.onnx", **({"opset": opset} if opset else {}))
-    reader = WindowCalibrationReader(static_batches(splits.train, batch_size, quantize.calibration_batches), export)
+    calibration = static_batches(splits.train, batch_size, quantize.calibration_batches,
+                                 offset=seed_offset(calibration_seed, len(splits.train)))
+    reader = WindowCalibrationReader(calibration, export)
     quantized = quantize_onnx(export, workdir / "model.int8.onnx", reader, keep_float=quantize.keep_float,
                               per_channel=quantize.per_channel,
                               symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,

@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from tsbench_core.data import Batch, DatasetSplits, example_inputs
+from tsbench_core.data import Batch, DatasetSplits, example_inputs, seed_offset
 from tsbench_core.errors import CellError
 from tsbench_core.progress import Progress
 from tsbench_core.protocols import PruneContext, PruneResult, time_encoding_of
@@ -26,7 +26,11 @@ def prune_context(model_name: str, model_params: BaseModel, splits: DatasetSplit
     """What a pruner may use: example inputs, calibration batches, the loss and the training loop."""
 
     def calibration_batches() -> Iterable[Batch]:
-        return splits.train.iter_batches(training.batch_size, max_batches=8)
+        # 8 batches of consecutive training windows from the seed's offset (wrapping)
+        n, size = len(splits.train), training.batch_size
+        order = (torch.arange(n) + seed_offset(seed, n)) % n
+        for begin in range(0, min(n, 8 * size), size):
+            yield splits.train.batch(order[begin : begin + size])
 
     def train(model: nn.Module, **kwargs: Any) -> dict[str, Any]:
         return train_model(model, splits, training, seed=seed, progress=progress, **kwargs).as_dict()
