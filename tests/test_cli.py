@@ -11,8 +11,10 @@ from pathlib import Path
 from tsbench_testing import REPO, tiny_spec
 
 
-def tsbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NM_DISABLE_ANALYTICS": "1", "COLUMNS": "200"}
+def tsbench(*args: str, cwd: Path | None = None, **env_vars: str | None) -> subprocess.CompletedProcess:
+    """``tsbench ARGS`` in a subprocess; ``NAME=value`` sets an environment variable, ``NAME=None`` unsets it."""
+    env = {**os.environ, "NM_DISABLE_ANALYTICS": "1", "COLUMNS": "200", **env_vars}
+    env = {name: value for name, value in env.items() if value is not None}
     return subprocess.run([sys.executable, "-m", "tsbench_core.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=600)
 
@@ -84,3 +86,125 @@ def test_schema_includes_plugin_params(tmp_path):
     schema = json.loads(out.read_text())
     assert "transformer" in schema["$defs"]["ModelEntry"]["properties"]["plugin"]["enum"]
     assert "d_model" in schema["x-tsbench-plugins"]["model"]["transformer"]["params"]["properties"]
+
+
+# --- the command line itself: help, version, output that keeps its text, precedence ---------------------------
+
+
+def _subparsers(parser):
+    import argparse
+
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_option_of_every_subcommand_has_help_and_each_command_examples():
+    from tsbench_core.cli import build_parser
+
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert {"run", "validate", "schema", "plugins", "results", "bench", "report"} <= set(commands)
+    undescribed = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, sub in commands.items()
+                   for a in sub._actions if not (a.help or "").strip()]
+    assert undescribed == []
+    for name, sub in commands.items():
+        assert f"tsbench {name}" in (sub.epilog or ""), f"{name} has no example"
+    assert sum(len(sub._actions) for sub in commands.values()) > 35  # the check saw the real options
+
+
+def test_help_shows_defaults_and_version_is_the_installed_one():
+    from importlib.metadata import version
+
+    bench_help = tsbench("bench", "--help")
+    assert bench_help.returncode == 0
+    assert "(default: 20)" in bench_help.stdout and "(default: magnitude)" in bench_help.stdout
+    done = tsbench("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"tsbench {version('tsbench')}"
+
+
+def test_usage_mistakes_exit_2_naming_the_option():
+    done = tsbench("results", "--format", "xml")
+    assert done.returncode == 2 and "--format" in done.stderr and "'xml'" in done.stderr
+    assert tsbench("run").returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_bracketed_text_in_messages_is_printed_as_is(tmp_path):
+    store = tmp_path / "[nm_ort run]" / "[red]r.db"
+    done = tsbench("results", "--store", str(store))
+    assert done.returncode == 2
+    assert f"no results store at {store}" in done.stderr.replace("\n", "")
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(tmp_path):
+    missing = str(tmp_path / "none.db")
+    piped = tsbench("results", "--store", missing)
+    assert "\x1b[" not in piped.stderr
+    forced = tsbench("results", "--store", missing, FORCE_COLOR="1", NO_COLOR=None)  # as on a terminal
+    assert "\x1b[31m" in forced.stderr  # the red "error:"
+    no_color = tsbench("results", "--store", missing, FORCE_COLOR="1", NO_COLOR="1")
+    assert "\x1b[31m" not in no_color.stderr and "error: no results store" in no_color.stderr
+
+
+def test_validate_quiet_and_json(write_spec):
+    good = write_spec(tiny_spec(name="quiet-one"))
+    quiet = tsbench("validate", str(good), "--quiet")
+    assert quiet.returncode == 0 and quiet.stdout == ""
+    listed = json.loads(tsbench("validate", str(good), "--json").stdout)
+    assert listed == [{"path": str(good), "name": "quiet-one"}]
+
+
+def _series_csv(folder: Path, rows: int) -> Path:
+    """An hourly CSV of ``rows`` rows (the row count tells the copies apart)."""
+    import numpy as np
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(rows)
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=rows, freq="h"),
+                          "a": np.sin(t / 6.0), "OT": np.cos(t / 6.0)})
+    frame.to_csv(folder / "series.csv", index=False)
+    return folder / "series.csv"
+
+
+def test_data_dir_option_wins_over_the_spec(write_spec, tmp_path):
+    spec_copy = _series_csv(tmp_path / "spec-data", 300)
+    option_copy = _series_csv(tmp_path / "option-data", 360)
+    spec = tiny_spec(name="data-dir", pruning=[], data_dir=str(spec_copy.parent),
+                     datasets=[{"plugin": "csv", "params": {"path": "series.csv"}, "seq_len": 16, "label_len": 8,
+                                "pred_len": [8]}])
+    path = write_spec(spec)
+
+    def stored_file(store: Path, *options: str) -> str:
+        done = tsbench("run", str(path), "--store", str(store), "--json", *options, TSBENCH_DATA_DIR=None)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["specs"][0]["statuses"] == {"ok": 1}
+        dense = [meta for meta in (json.loads(f.read_text()) for f in (store.parent / "artifacts").glob("*.json"))
+                 if meta.get("kind") == "dense"]
+        assert len(dense) == 1
+        return dense[0]["dataset_info"]["file"]  # the file the dense model was trained on
+
+    assert stored_file(tmp_path / "a" / "r.db", "--data-dir", str(option_copy.parent)) == str(option_copy)
+    assert stored_file(tmp_path / "b" / "r.db") == str(spec_copy)
+
+
+def test_data_dir_precedence_option_environment_spec(monkeypatch, tmp_path, registry):
+    from tsbench_core.cells import expand
+    from tsbench_core.pipeline import Workspace, load_splits
+    from tsbench_core.spec import Spec
+
+    copies = {where: _series_csv(tmp_path / where, rows) for where, rows in
+              (("option", 360), ("env", 330), ("spec", 300))}
+    spec = Spec.model_validate(tiny_spec(pruning=[], data_dir=str(copies["spec"].parent), datasets=[
+        {"plugin": "csv", "params": {"path": "series.csv"}, "seq_len": 16, "label_len": 8, "pred_len": [8]}]))
+    job = expand(spec, registry)[0].prune.train
+
+    def read(option: str | None) -> str:
+        ws = Workspace(tmp_path / "artifacts", option, registry)
+        return load_splits(ws, job).info["file"]
+
+    monkeypatch.setenv("TSBENCH_DATA_DIR", str(copies["env"].parent))
+    assert read(str(copies["option"].parent)) == str(copies["option"])
+    assert read(None) == str(copies["env"])
+    monkeypatch.delenv("TSBENCH_DATA_DIR")
+    assert read(None) == str(copies["spec"])

@@ -26,11 +26,19 @@ from tsbench_core.accounting import count_macs, count_params
 from tsbench_core.data import Batch, DataShape, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
 from tsbench_core.protocols import OnnxGraphRuntime, PruneContext, availability_of, time_encoding_of
-from tsbench_core.spec import DEFAULT_KEEP_FLOAT
+from tsbench_core.spec import DEFAULT_KEEP_FLOAT, QuantizeConfig, Spec, TimingConfig
 from tsbench_core.timing import time_sessions_interleaved
-from tsbench_core.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_session
+from tsbench_core.verify import verify_session
 
 REFERENCE_RUNTIME = "torch-eager"
+
+# The defaults are a spec's: timing, the INT8 gate and the runtime are those of a spec that leaves them unset.
+TIMING_DEFAULTS = TimingConfig()
+INT8_TOLERANCE = QuantizeConfig().tolerance
+DEFAULT_RUNTIMES = [entry.plugin for entry in Spec.model_fields["runtimes"].get_default(call_default_factory=True)]
+# What a spec has no default for: the pruning entry, and the windows and channels (ETTh1's, the common benchmark).
+DEFAULT_PRUNER, DEFAULT_SPARSITY = "magnitude", 0.9
+SEQ_LEN, LABEL_LEN, PRED_LEN, ENC_IN = 96, 48, 96, 7
 
 
 def _validate(plugin: Any, raw: dict[str, Any], flag: str) -> Any:
@@ -68,21 +76,21 @@ def bench(
     runtimes: list[str],
     batch_size: int,
     *,
-    threads: int | None = None,
-    warmup: int = 5,
-    repeats: int = 20,
+    threads: int | None = TIMING_DEFAULTS.threads,
+    warmup: int = TIMING_DEFAULTS.warmup,
+    repeats: int = TIMING_DEFAULTS.repeats,
     model_params: dict[str, Any] | None = None,
     pruner_params: dict[str, Any] | None = None,
-    seq_len: int = 96,
-    label_len: int = 48,
-    pred_len: int = 96,
-    enc_in: int = 7,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    seq_len: int = SEQ_LEN,
+    label_len: int = LABEL_LEN,
+    pred_len: int = PRED_LEN,
+    enc_in: int = ENC_IN,
+    atol: float = TIMING_DEFAULTS.atol,
+    rtol: float = TIMING_DEFAULTS.rtol,
     rounds: int = 4,
     registry: Any = None,
     quantize: str | None = None,
-    quantize_tolerance: float = 0.1,
+    quantize_tolerance: float = INT8_TOLERANCE,
     calibration_batches: int = 4,
 ) -> list[dict[str, Any]]:
     """One row per runtime: dense and pruned latency on that runtime, the speedup, the gate's error figures.
@@ -341,9 +349,9 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
             _fmt(r.get("achieved_sparsity"), ".3f"), _fmt(reduction, ".2f"),
             _fmt(size / 1e6 if size else None, ".2f"), notes.strip(),
         )
-    console = Console()
+    console = Console(markup=False)  # notes quote runtimes' messages: brackets in them are text, not markup
     if not console.is_terminal:  # piped: do not squeeze the table into 80 columns
-        console = Console(width=160)
+        console = Console(width=160, markup=False)
     console.print(table)
     console.print("Latency: median of the timed calls (p10/p90 in --json); other load on the machine affects it.")
     if any(r.get("precision") == "int8" for r in rows):

@@ -24,6 +24,7 @@ from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.protocols import time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
+from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
 from tsbench_core.steps.measure import measure, measure_quantized
@@ -71,7 +72,7 @@ class Workspace:
 
 def dataset_splits(ws: Workspace, dataset: DatasetEntry, pred_len: int, data_dir: str | None) -> DatasetSplits:
     """A dataset entry loaded by its plugin for one horizon (memoised per workspace)."""
-    data_dir = data_dir or ws.data_dir
+    data_dir = resolve_data_dir(ws.data_dir, data_dir)  # option > environment > spec
     memo_key = (dataset.model_dump_json(), pred_len, data_dir or "")
     if memo_key not in ws._splits:
         plugin = ws.plugins().records["dataset"][dataset.plugin].plugin

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rich.markup import escape  # descriptions are rendered as markup: cell labels must not be read as tags
+
 
 class Task(Protocol):
     def advance(self, amount: int = 1) -> None: ...
@@ -31,6 +33,12 @@ class _NullTask:
 class NullProgress:
     """Reports nothing (tests, workers, ``--quiet``)."""
 
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
     def task(self, description: str, total: int | None = None) -> Task:
         return _NullTask()
 
@@ -44,7 +52,7 @@ class _RichTask:
         self._progress.advance(self._id, amount)
 
     def describe(self, description: str) -> None:
-        self._progress.update(self._id, description=description)
+        self._progress.update(self._id, description=escape(description))
 
     def close(self) -> None:
         self._progress.remove_task(self._id)
@@ -81,4 +89,4 @@ class RichProgress:
         self._progress.stop()
 
     def task(self, description: str, total: int | None = None) -> Task:
-        return _RichTask(self._progress, self._progress.add_task(description, total=total))
+        return _RichTask(self._progress, self._progress.add_task(escape(description), total=total))

@@ -32,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="folder of trained/pruned checkpoints, shared with `tsbench run --store DIR/results.db` "
                          "(default: tsbench-results); a path to a results.db means its folder")
     group.addoption("--tsbench-data-dir", default=None, metavar="DIR",
-                    help="folder with the dataset files for specs without data_dir (else TSBENCH_DATA_DIR, the cache)")
+                    help="folder with the dataset files; wins over TSBENCH_DATA_DIR, which wins over the spec's "
+                         "data_dir")
     group.addoption("--tsbench-calibrate", action="store_true",
                     help="let pytest-benchmark choose rounds (default: the spec's warmup and repeats)")
 

@@ -1,9 +1,9 @@
 """Finding data files, and downloading the known ones into a cache with a verified SHA-256.
 
 Search order for a file name: the dataset's ``data_dir`` param, the ``data_dir`` the host passes
-(``--data-dir`` or the spec), ``$TSBENCH_DATA_DIR``, then the cache (``$TSBENCH_CACHE_DIR`` or
-``~/.cache/tsbench/data``). Each directory is searched with its sub-folders (a few levels deep), so the usual
-layouts (``ETT-small/ETTh1.csv``, ``illness/national_illness.csv``) are found as they are.
+(``--data-dir``, else ``$TSBENCH_DATA_DIR``, else the spec's), ``$TSBENCH_DATA_DIR``, then the cache
+(``$TSBENCH_CACHE_DIR`` or ``~/.cache/tsbench/data``). Each directory is searched with its sub-folders (a few
+levels deep), so the usual layouts (``ETT-small/ETTh1.csv``, ``illness/national_illness.csv``) are found as they are.
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""``tsbench results``: print the stored rows as a table, CSV, JSON lines or Markdown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tsbench_core.commands.common import EXIT_OK, console
+from tsbench_core.errors import UserError
+from tsbench_core.store import DEFAULT_STORE
+
+NAME = "results"
+SUMMARY = "print stored results"
+EXAMPLES = (
+    "tsbench results                                  # a table of every stored cell",
+    "tsbench results --format markdown --spec quickstart",
+    "tsbench results --format jsonl | jq .mse         # one JSON object per cell, every column",
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=str(DEFAULT_STORE), metavar="FILE", help="SQLite results file")
+    parser.add_argument("--spec", metavar="NAME", help="only this spec's rows (the spec's name, not its file)")
+    parser.add_argument("--format", choices=("table", "csv", "jsonl", "markdown"), default="table",
+                        help="table: summary columns for people; csv/jsonl: every column, for programs; "
+                             "markdown: the summary columns for documents")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsbench_core.store import Store
+    from tsbench_core.tables import rich_table, to_csv, to_jsonl, to_markdown
+
+    if not Path(args.store).exists():
+        raise UserError(f"no results store at {args.store}; run a spec first or pass --store PATH")
+    with Store(args.store) as store:
+        if args.spec and args.spec not in store.spec_names():
+            known = ", ".join(store.spec_names()) or "none"
+            raise UserError(f"--spec {args.spec!r}: no rows for that spec in {args.store} (stored specs: {known})")
+        rows = store.rows(args.spec)
+    if args.format == "table":
+        console().print(rich_table(rows, title=f"{len(rows)} cells in {args.store}"))
+    else:
+        writer: Callable[[list[dict[str, Any]]], str] = {"csv": to_csv, "jsonl": to_jsonl,
+                                                          "markdown": to_markdown}[args.format]
+        sys.stdout.write(writer(rows))
+    return EXIT_OK

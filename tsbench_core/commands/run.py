@@ -1,0 +1,131 @@
+"""``tsbench run``: run benchmark specs, resumably (stored cells are skipped)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tsbench_core.commands.common import (
+    EXIT_FAILED_CELLS,
+    EXIT_OK,
+    console,
+    load_specs,
+    print_json,
+    registry,
+    styled,
+)
+from tsbench_core.errors import UserError
+from tsbench_core.settings import DATA_DIR_ENV
+from tsbench_core.store import DEFAULT_STORE
+
+NAME = "run"
+SUMMARY = "run benchmark specs (resumable: stored cells are not run again)"
+EXAMPLES = (
+    "tsbench run specs/quickstart.json                   # resumable; prints a results table per spec",
+    "tsbench run specs/quickstart.json --dry-run         # list the cells: run or cached",
+    "tsbench run specs/paper/*.json --only model=informer --only pred_len=96,192",
+    "tsbench run specs/paper/*.json --executor dask --local-workers 2",
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec JSON files, all validated before any runs")
+    parser.add_argument("--store", default=str(DEFAULT_STORE), metavar="FILE", help="SQLite results file")
+    parser.add_argument("--force", action="store_true", help="redo stored cells (and rebuild their checkpoints)")
+    parser.add_argument("--dry-run", action="store_true", help="print the cells and counts, run nothing")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help=f"folder with the dataset files; wins over ${DATA_DIR_ENV}, which wins over the spec's "
+                             "data_dir; the download cache is searched last")
+    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="where cells run: this process, or a Dask cluster (extra tsbench[dask])")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="dask scheduler address tcp://HOST:PORT or a scheduler file (.json); "
+                             "without it --executor dask starts a local cluster")
+    parser.add_argument("--local-workers", type=int, default=None, metavar="N",
+                        help="size of the local dask cluster (default: one worker per core)")
+    parser.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
+                        help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size, "
+                             "quantize: static-int8, sparseml-qat or none) is one of the values; repeat for several "
+                             "fields")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--quiet", action="store_true", help="no progress bars or tables, only the summary lines")
+    output.add_argument("--json", action="store_true",
+                        help="print one JSON document (per spec: counts, statuses, failures; with --dry-run: the "
+                             "cells) instead of text; implies --quiet")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tsbench_core.progress import NullProgress, RichProgress
+    from tsbench_core.runner import plan
+    from tsbench_core.runner import run as run_spec
+    from tsbench_core.store import Store
+    from tsbench_core.tables import rich_table
+
+    plugins = registry()
+    specs = load_specs(args.specs, plugins)
+    only = selection(args.only or [])
+    out = console()
+    quiet = args.quiet or args.json
+    report: list[dict[str, Any]] = []
+    with Store(args.store) as store:
+        if args.dry_run:
+            for spec in specs:
+                cells, todo = plan(spec, store, plugins, force=args.force, only=only)
+                listed = [{"key": c.key, "label": c.label(), "status": "run" if c in todo else "cached"}
+                          for c in cells]
+                report.append({"spec": spec.name, "cells": listed, "total": len(cells), "to_run": len(todo),
+                               "cached": len(cells) - len(todo)})
+                if args.json:
+                    continue
+                for cell in listed:
+                    out.print(f"{cell['status']:6} {cell['key']} {cell['label']}")
+                out.print(f"{spec.name}: {len(cells)} cells, {len(todo)} to run, {len(cells) - len(todo)} cached")
+            if args.json:
+                print_json({"specs": report})
+            return EXIT_OK
+        executor = _executor(args)
+        failed = 0
+        for spec in specs:
+            progress = NullProgress() if quiet else RichProgress(out)
+            with progress:
+                summary = run_spec(spec, store, registry=plugins, force=args.force, data_dir=args.data_dir,
+                                   executor=executor, progress=progress, only=only)
+            failed += summary.failed
+            ran = summary.total - summary.cached
+            report.append({"spec": spec.name, "run_id": summary.run_id, "total": summary.total,
+                           "cached": summary.cached, "run": ran, "statuses": dict(summary.statuses),
+                           "failures": [{"cell": label, "error": error} for label, error in summary.failures]})
+            if args.json:
+                continue
+            out.print(styled((spec.name, "bold"), f": {summary.total} cells — {summary.cached} cached, {ran} run"
+                             + "".join(f", {n} {s}" for s, n in sorted(summary.statuses.items()))))
+            for label, error in summary.failures:
+                out.print(styled("  ", (label, "red"), f": {error}"))
+            if not quiet:
+                out.print(rich_table(store.rows(spec.name), title=f"results: {spec.name}"))
+    if args.json:
+        print_json({"specs": report})
+    return EXIT_FAILED_CELLS if failed else EXIT_OK
+
+
+def selection(raw: list[str]) -> dict[str, set[str]]:
+    """``--only FIELD=V1,V2`` options as ``{field: {values}}``."""
+    from tsbench_core.cells import SELECTABLE
+
+    chosen: dict[str, set[str]] = {}
+    for item in raw:
+        field, sep, values = item.partition("=")
+        if not sep or field not in SELECTABLE or not values:
+            raise UserError(f"--only {item!r}: expected FIELD=VALUE[,VALUE] with FIELD one of {', '.join(SELECTABLE)}")
+        chosen.setdefault(field, set()).update(v.strip() for v in values.split(","))
+    return chosen
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    if args.executor == "local":
+        return None
+    try:
+        from tsbench_core.executors.dask import DaskExecutor
+    except ImportError as exc:
+        raise UserError(f"--executor dask needs the dask extra: pip install 'tsbench[dask]' ({exc})") from None
+    return DaskExecutor(scheduler=args.scheduler, local_workers=args.local_workers)
