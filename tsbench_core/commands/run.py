@@ -44,9 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-workers", type=int, default=None, metavar="N",
                         help="size of the local dask cluster (default: one worker per core)")
     parser.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
-                        help="run only the cells whose FIELD (dataset, pred_len, model, pruner, runtime, batch_size, "
-                             "quantize: static-int8, sparseml-qat or none) is one of the values; repeat for several "
-                             "fields")
+                        help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, runtime, "
+                             "batch_size, quantize: static-int8, sparseml-qat or none) is one of the values; repeat "
+                             "for several fields")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress bars or tables, only the summary lines")
     output.add_argument("--json", action="store_true",
