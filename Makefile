@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export TSBENCH_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test faults lint bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ lint: install
 
 test: install lint
 	$(VENV)/bin/pytest -q
+
+# the fault figures of docs/reliability.md (long: kept out of `make test`)
+faults: install
+	$(VENV)/bin/pytest -q -m long tests/faults
 
 bench: install
 	$(VENV)/bin/pytest benchmarks --benchmark-only -q

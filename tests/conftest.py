@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+# the host-wide timing lock of this test session only: other sessions' runs on this machine do not hold it up
+os.environ.setdefault("TSBENCH_LOCK_DIR", tempfile.mkdtemp(prefix="tsbench-test-locks-"))
 
 from tsbench_testing import SHARED_DATA
 

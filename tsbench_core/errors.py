@@ -19,8 +19,19 @@ class DataError(UserError):
     """A data file is missing, malformed, or does not fit the requested windows."""
 
 
+class StoreError(UserError):
+    """The results store cannot be written or read (disk full, permissions, not a database): one message,
+    exit code 2; what is already stored is kept (every write is one transaction)."""
+
+
 class CellError(TsbenchError):
-    """A cell failed at run time (NaN loss, export failure, output mismatch...): stored as a failed row."""
+    """A cell failed at run time (NaN loss, export failure, output mismatch...): stored as a failed row.
+
+    ``details``: the traceback of the original failure, when this error re-raises a remembered one."""
+
+    def __init__(self, *args: object, details: str | None = None) -> None:
+        super().__init__(*args)
+        self.details = details
 
 
 class RuntimeUnavailable(CellError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import socket
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tsbench_core.accounting import count_macs, count_params
 from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob, content_hash
 from tsbench_core.data import DatasetSplits, Windows, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
+from tsbench_core.hostlock import file_lock, host_lock
 from tsbench_core.progress import NullProgress, Progress
 from tsbench_core.protocols import time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
@@ -45,14 +47,16 @@ class Workspace:
     registry: Registry | None = None
     progress: Progress = field(default_factory=NullProgress)
     rebuild: bool = False  # ignore artifacts made before this run (``--force``)
+    lock_dir: str | None = None  # folder of the host-wide locks (default: hostlock.lock_folder())
     _splits: dict[tuple[str, int, str], DatasetSplits] = field(default_factory=dict)  # (entry, pred_len, dir)
     _made: set[str] = field(default_factory=set)
     _failed: dict[str, str] = field(default_factory=dict)
+    _failed_details: dict[str, str] = field(default_factory=dict)  # key -> traceback of that failure
 
     def cached(self, key: str) -> Artifact | None:
         """A stored artifact usable in this run; re-raises an earlier failure of the same step."""
         if key in self._failed:
-            raise CellError(self._failed[key])
+            raise CellError(self._failed[key], details=self._failed_details.get(key))
         if self.rebuild and key not in self._made:
             return None
         return usable_artifact(self.artifacts, key)
@@ -99,24 +103,34 @@ def _accounting(model: nn.Module, splits: DatasetSplits, params: BaseModel) -> d
     return {**count_params(model), **count_macs(model.cpu().eval(), inputs)}
 
 
-def _remember_failure(ws: Workspace, key: str, step: Any, *args: Any) -> Artifact:
-    try:
-        return ws.made(key, step(ws, *args))
-    except Exception as exc:
-        ws._failed[key] = str(exc) if isinstance(exc, TsbenchError) else f"{type(exc).__name__}: {exc}"
-        raise
+def _build(ws: Workspace, key: str, step: Any, *args: Any) -> Artifact:
+    """The stored artifact ``key``, or ``step`` run to make it: one process at a time per key (another run on
+    this store may be making it), and a failure remembered for the other cells of this run."""
+    found = ws.cached(key)
+    if found is not None:
+        return found
+    with file_lock(ws.artifacts / "locks" / f"{key}.lock"):
+        found = ws.cached(key)  # made by another process while this one waited
+        if found is not None:
+            return found
+        try:
+            return ws.made(key, step(ws, *args))
+        except Exception as exc:
+            ws._failed[key] = str(exc) if isinstance(exc, TsbenchError) else f"{type(exc).__name__}: {exc}"
+            ws._failed_details[key] = traceback.format_exc()
+            raise
 
 
 def dense_artifact(ws: Workspace, job: TrainJob) -> Artifact:
     """Train the dense model once per content hash (or find it already trained)."""
-    return ws.cached(job.key) or _remember_failure(ws, job.key, _train_dense, job)
+    return _build(ws, job.key, _train_dense, job)
 
 
 def pruned_artifact(ws: Workspace, job: PruneJob) -> Artifact:
     """Prune (and fine-tune) a trained dense model once per content hash."""
     if job.pruner == DENSE:
         return dense_artifact(ws, job.train)
-    return ws.cached(job.key) or _remember_failure(ws, job.key, _prune, job)
+    return _build(ws, job.key, _prune, job)
 
 
 def _relative_to_dense(pruned: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +197,7 @@ def load_model(ws: Workspace, job: PruneJob, artifact: Artifact, splits: Dataset
     return model.eval()
 
 
+SKIP_FACTS = "skipped_while"  # runtime_info member of a skipped row: was the runtime available then?
 QAT_FIELDS = ("keep_float", "epochs", "lr", "max_train_batches", "symmetric_activations", "recipe")
 
 
@@ -199,7 +214,7 @@ def qat_key(cell: Cell) -> str:
 def qat_artifact(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
     """Quantization-aware fine-tuning of a cell's pruned model, once per ``qat_key``."""
     key = qat_key(cell)
-    return ws.cached(key) or _remember_failure(ws, key, _qat, key, cell, model, splits)
+    return _build(ws, key, _qat, key, cell, model, splits)
 
 
 def _qat(ws: Workspace, key: str, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
@@ -255,36 +270,50 @@ def base_row(cell: Cell) -> dict[str, Any]:
 
 
 def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
-    """Everything about one cell as a store row; failures become a failed (or skipped) row, never an exception."""
+    """Everything about one cell as a store row; failures become a failed (or skipped) row, never an exception.
+
+    The model steps hold the host lock shared, the measurement (gate and timing) exclusively: no timing runs
+    beside other work of any tsbench process on this host. ``runtime_info.host_lock`` says so in the row."""
     row = base_row(cell)
     row["started_at"] = time.time()
     try:
-        artifact = pruned_artifact(ws, cell.prune)
-        row |= model_columns(artifact)
-        if cell.quantize is not None:  # the fp32 figures are not this cell's: measured through the runtime below
-            row |= dict.fromkeys(("mse", "mae", "mse_original", "mae_original"))
-        splits = load_splits(ws, cell.prune.train)
-        model = load_model(ws, cell.prune, artifact, splits)
+        with host_lock(ws.lock_dir, exclusive=False):
+            artifact = pruned_artifact(ws, cell.prune)
+            row |= model_columns(artifact)
+            if cell.quantize is not None:  # the fp32 figures are not this cell's: measured through the runtime
+                row |= dict.fromkeys(("mse", "mae", "mse_original", "mae_original"))
+            splits = load_splits(ws, cell.prune.train)
+            model = load_model(ws, cell.prune, artifact, splits)
+            qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
+                if cell.quantize is not None and cell.quantize.method == "sparseml-qat" else None
         runtime = ws.plugins().records["runtime"][cell.runtime].plugin
         workdir = ws.artifacts / "runtime" / cell.key
         runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
-        if cell.quantize is None:
-            row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
-        else:  # accuracy measured through the runtime replaces the fp32 torch figures
-            qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
-                if cell.quantize.method == "sparseml-qat" else None
-            row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
-                                     cell.quantize, workdir, qat=qat,
-                                     max_eval_batches=cell.prune.train.training.max_eval_batches,
-                                     calibration_seed=cell.prune.train.seed)
-            row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
+        with host_lock(ws.lock_dir, exclusive=True) as waited:
+            held_from = time.time()
+            if cell.quantize is None:
+                row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
+            else:  # accuracy measured through the runtime replaces the fp32 torch figures
+                row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
+                                         cell.quantize, workdir, qat=qat,
+                                         max_eval_batches=cell.prune.train.training.max_eval_batches,
+                                         calibration_seed=cell.prune.train.seed)
+                row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
+            held_to = time.time()
+        row["runtime_info"]["host_lock"] = {"exclusive": True, "waited_s": round(waited, 3), "from": held_from,
+                                            "to": held_to}
+        row["fraction_of_supported_ops"] = row["runtime_info"].get("fraction_of_supported_ops")
         row["status"] = STATUS_OK
     except RuntimeUnavailable as exc:
-        row |= {"status": STATUS_SKIPPED, "error": str(exc)}
+        record = ws.plugins().records["runtime"].get(cell.runtime)
+        available = bool(record and record.availability().available)
+        row |= {"status": STATUS_SKIPPED, "error": str(exc), "details": traceback.format_exc(),
+                "runtime_info": {SKIP_FACTS: {"runtime_available": available}}}
     except TsbenchError as exc:
-        row |= {"status": STATUS_FAILED, "error": str(exc), **getattr(exc, "columns", {})}
+        row |= {"status": STATUS_FAILED, "error": str(exc), **getattr(exc, "columns", {}),
+                "details": getattr(exc, "details", None) or traceback.format_exc()}
     except Exception as exc:  # a bug in a plugin must not stop the other cells
-        row |= {"status": STATUS_FAILED, "error": f"{type(exc).__name__}: {exc}"}
+        row |= {"status": STATUS_FAILED, "error": f"{type(exc).__name__}: {exc}", "details": traceback.format_exc()}
     row["finished_at"] = time.time()
     return row
 

@@ -7,6 +7,7 @@ and every plugin's own params (``validate_against``). All problems are collected
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -381,23 +382,64 @@ def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
     return spec
 
 
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# entry definition -> (plugin kind, the member naming the plugin)
+PLUGIN_ENTRIES = {
+    "DatasetEntry": ("dataset", "plugin"),
+    "ModelEntry": ("model", "plugin"),
+    "PruningEntry": ("pruner", "pruner"),
+    "RuntimeEntry": ("runtime", "plugin"),
+}
+
+
 def spec_json_schema(registry: Registry) -> dict[str, Any]:
-    """The JSON Schema of a spec, with each plugin's params schema attached (``$defs`` + ``x-tsbench-plugins``)."""
+    """The JSON Schema (2020-12) of a spec that a standard validator enforces as ``tsbench validate`` does,
+    as far as JSON Schema can say it: every plugin entry is a union discriminated by its plugin name, each
+    member holding that plugin's params schema (types, ranges, choices, no unknown keys). Rules between fields
+    (e.g. a pruning schedule within its epochs) and checks against the built models are ``validate``'s alone.
+    ``x-tsbench-plugins`` keeps each plugin's description and params schema for tools."""
     schema = Spec.model_json_schema()
+    defs = schema["$defs"]
     plugins: dict[str, dict[str, Any]] = {}
     for record in registry.all_records():
         plugins.setdefault(record.kind, {})[record.name] = {
             "description": record.plugin.description,
             "params": record.plugin.params_model.model_json_schema(),
         }
-    schema["x-tsbench-plugins"] = plugins
-    enums = {
-        ("DatasetEntry", "plugin"): "dataset",
-        ("ModelEntry", "plugin"): "model",
-        ("PruningEntry", "pruner"): "pruner",
-        ("RuntimeEntry", "plugin"): "runtime",
-    }
-    for (definition, field_name), kind in enums.items():
-        schema["$defs"][definition]["properties"][field_name]["enum"] = sorted(registry.records[kind])
-    return schema
+    pred_len = defs["DatasetEntry"]["properties"]["pred_len"]  # one horizon may be given as a bare integer
+    defs["DatasetEntry"]["properties"]["pred_len"] = {
+        "title": pred_len.pop("title", "Pred Len"), "anyOf": [{"type": "integer", "exclusiveMinimum": 0}, pred_len]}
+    defs["ModelEntry"]["properties"]["training"] = {"$ref": "#/$defs/TrainingConfig"}  # overrides of its fields
+    for definition, (kind, name_field) in PLUGIN_ENTRIES.items():
+        defs[definition] = _discriminated(defs, definition, kind, name_field, registry)
+    return {"$schema": SCHEMA_DIALECT, **schema, "x-tsbench-plugins": plugins}
 
+
+def _discriminated(defs: dict[str, Any], definition: str, kind: str, name_field: str,
+                   registry: Registry) -> dict[str, Any]:
+    """``definition`` as one member per plugin of ``kind`` (name a ``const``, params that plugin's schema)."""
+    base = defs[definition]
+    mapping: dict[str, str] = {}
+    for name in sorted(registry.records[kind]):
+        params_model = registry.records[kind][name].plugin.params_model
+        prefix = f"{kind}.{name}."
+        params = params_model.model_json_schema(ref_template=f"#/$defs/{prefix}{{model}}")
+        for nested, body in params.pop("$defs", {}).items():
+            defs[prefix + nested] = body
+        defs[f"{prefix}params"] = params
+        member = copy.deepcopy(base)
+        member["title"] = f"{definition}: {name}"
+        member["properties"][name_field] = {"const": name}
+        member["properties"]["params"] = {"$ref": f"#/$defs/{prefix}params"}
+        defs[f"{definition}.{name}"] = member
+        mapping[name] = f"#/$defs/{definition}.{name}"
+    names = sorted(mapping)
+    return {
+        "title": base.get("title", definition),
+        "description": base.get("description", ""),
+        "type": "object",
+        "required": [name_field],
+        "properties": {name_field: {"type": "string", "enum": names}},
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": name_field, "mapping": mapping},  # OpenAPI-style hint for editors
+    }

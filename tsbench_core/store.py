@@ -2,18 +2,24 @@
 
 Every write is one transaction in WAL mode, so a SIGKILL at any moment loses at most the cell in progress and
 never corrupts what is stored. Rows are keyed by the cell's content hash; storing a cell again replaces it.
+The ``leases`` table says which run is computing which cell (see ``claim``), so concurrent runs on one store
+split the work.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from tsbench_core.errors import StoreError
 
 DEFAULT_STORE = Path("tsbench-results") / "results.db"
 
@@ -57,19 +63,22 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("model_bytes", "INTEGER"),
     ("model_bytes_compressed", "INTEGER"),
     ("peak_rss_mb", "REAL"),
+    ("fraction_of_supported_ops", "REAL"),
     ("runtime_info", "TEXT"),
     ("prune_info", "TEXT"),
     ("train_info", "TEXT"),
     ("host", "TEXT"),
     ("status", "TEXT"),
     ("error", "TEXT"),
+    ("details", "TEXT"),
     ("started_at", "REAL"),
     ("finished_at", "REAL"),
 )
 COLUMN_NAMES = tuple(name for name, _ in CELL_COLUMNS)
 JSON_COLUMNS = ("runtime_info", "prune_info", "train_info")
 STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
-DONE_STATUSES = (STATUS_OK, STATUS_SKIPPED)  # a resumed run redoes failed cells only
+DONE_STATUSES = (STATUS_OK, STATUS_SKIPPED)  # a resumed run redoes failed cells (and stale skips: runner.plan)
+CLAIMED, BUSY, DONE_ELSEWHERE = "claimed", "busy", "done elsewhere"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS cells ({", ".join(f"{n} {t}" for n, t in CELL_COLUMNS)});
@@ -78,7 +87,16 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, spec_name TEXT, spec_hash TEXT, started_at REAL, finished_at REAL,
     cells_total INTEGER, cells_cached INTEGER, cells_failed INTEGER, environment TEXT
 );
+CREATE TABLE IF NOT EXISTS leases (
+    cell_key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT, pid INTEGER, heartbeat REAL
+);
 """
+
+
+class StoredState(NamedTuple):
+    status: str
+    finished_at: float | None
+    runtime_info: dict[str, Any] | None
 
 
 class Store:
@@ -86,13 +104,21 @@ class Store:
 
     def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        self._migrate()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(exc, "open") from None
+
+    def _error(self, exc: BaseException, doing: str) -> StoreError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return StoreError(f"{self.path}: cannot {doing} the results store ({reason}); what is stored is kept. "
+                          "Free disk space or fix the file's permissions, then run again to resume")
 
     def _migrate(self) -> None:
         """Add columns that a newer tsbench knows and an older database lacks (never drops anything)."""
@@ -117,13 +143,20 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One write transaction; a database error (full disk, read-only file) becomes a ``StoreError``."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc, "write to") from None
         try:
             yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, "write to") from None
             raise
-        self._conn.execute("COMMIT")
 
     # --- runs ---
 
@@ -149,8 +182,9 @@ class Store:
 
     # --- cells ---
 
-    def put(self, row: dict[str, Any]) -> None:
-        """Insert or replace one cell row (unknown keys are an error; JSON columns are serialised)."""
+    def put(self, row: dict[str, Any], *, lease_owner: str | None = None) -> None:
+        """Insert or replace one cell row (unknown keys are an error; JSON columns are serialised); with
+        ``lease_owner``, the cell's lease is released in the same transaction."""
         unknown = set(row) - set(COLUMN_NAMES)
         if unknown:
             raise KeyError(f"not columns of the cells table: {sorted(unknown)}")
@@ -161,6 +195,39 @@ class Store:
                 f"INSERT OR REPLACE INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [values[n] for n in names],
             )
+            if lease_owner is not None:
+                conn.execute("DELETE FROM leases WHERE cell_key = ? AND owner = ?", (row["cell_key"], lease_owner))
+
+    # --- leases: which run computes which cell ---
+
+    def claim(self, key: str, owner: str, *, seen: StoredState | None, grace: float) -> str:
+        """Claim ``key`` for ``owner``: ``CLAIMED``; ``BUSY`` while another live run holds it;
+        ``DONE_ELSEWHERE`` when its row is no longer the one ``seen`` when planning (another run stored it).
+
+        A lease is taken over when its heartbeat is older than ``grace`` seconds, or at once when its process
+        ran on this host and is gone."""
+        now = time.time()
+        with self._transaction() as conn:
+            stored = conn.execute("SELECT finished_at FROM cells WHERE cell_key = ?", (key,)).fetchone()
+            if stored is not None and (seen is None or stored["finished_at"] != seen.finished_at):
+                return DONE_ELSEWHERE
+            lease = conn.execute("SELECT * FROM leases WHERE cell_key = ?", (key,)).fetchone()
+            if lease is not None and lease["owner"] != owner and not _expired(lease, now, grace):
+                return BUSY
+            conn.execute("INSERT OR REPLACE INTO leases (cell_key, owner, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?)",
+                         (key, owner, socket.gethostname(), os.getpid(), now))
+        return CLAIMED
+
+    def heartbeat(self, owner: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+
+    def release_leases(self, owner: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    def leases(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute("SELECT * FROM leases ORDER BY cell_key")]
 
     def put_raw(self, rows: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
         """Insert or replace rows and runs as another store holds them (JSON columns as text), in one
@@ -184,16 +251,20 @@ class Store:
 
     def done_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` are stored as ok or skipped."""
-        done: set[str] = set()
+        return {key for key, state in self.states(keys).items() if state.status in DONE_STATUSES}
+
+    def states(self, keys: list[str]) -> dict[str, StoredState]:
+        """What is stored of each of ``keys`` (absent keys are not in the result)."""
+        found: dict[str, StoredState] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             rows = self._conn.execute(
-                f"SELECT cell_key FROM cells WHERE cell_key IN ({marks}) AND status IN (?, ?)",
-                [*chunk, *DONE_STATUSES],
-            )
-            done.update(r["cell_key"] for r in rows)
-        return done
+                f"SELECT cell_key, status, finished_at, runtime_info FROM cells WHERE cell_key IN ({marks})", chunk)
+            for r in rows:
+                info = json.loads(r["runtime_info"]) if r["runtime_info"] else None
+                found[r["cell_key"]] = StoredState(r["status"], r["finished_at"], info)
+        return found
 
     def fill_speedups(self) -> None:
         """Set ``speedup_vs_dense`` of every timed row whose dense reference (same runtime, batch size) is
@@ -223,6 +294,24 @@ class Store:
 
     def spec_names(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT spec_name FROM cells ORDER BY spec_name")]
+
+
+def _expired(lease: sqlite3.Row, now: float, grace: float) -> bool:
+    if now - (lease["heartbeat"] or 0) > grace:
+        return True
+    return lease["host"] == socket.gethostname() and not _alive(lease["pid"])
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

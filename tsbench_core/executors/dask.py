@@ -10,9 +10,10 @@ Exclusive timing, two levels:
 
 - every task asks for the worker resource ``TIMING=1`` (each worker advertises ``TIMING=1``), so a worker runs
   one step at a time, whatever its thread count;
-- a node-wide reader/writer file lock (in the node's temp folder): training and pruning hold it shared, a
-  measure holds it exclusively. Several workers on one node (a ``LocalCluster``, dask-jobqueue with
-  ``processes > 1``) still train in parallel, but a timing never overlaps another timing or a training there.
+- the host-wide reader/writer file lock of ``tsbench_core/hostlock.py`` (every tsbench process takes it):
+  training and pruning hold it shared, a measure holds it exclusively. Several workers on one node (a
+  ``LocalCluster``, dask-jobqueue with ``processes > 1``) still train in parallel, but a timing never overlaps
+  another timing or a training there.
   The OS drops the lock when a worker dies, so a killed worker never wedges its node.
 
 Rows come back as futures complete; a task lost with its worker is retried by the scheduler (bounded by
@@ -26,18 +27,18 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob
 from tsbench_core.errors import TsbenchError, UserError
+from tsbench_core.hostlock import host_lock as node_lock
 from tsbench_core.pipeline import Workspace, base_row, dense_artifact, measure_cell, pruned_artifact
 from tsbench_core.progress import NullProgress
 from tsbench_core.registry import Registry, load_plugins
@@ -46,7 +47,6 @@ from tsbench_core.store import STATUS_FAILED
 
 TIMING = "TIMING"
 GPU = "GPU"
-LOCK_NAME = "tsbench-node.lock"
 # Dask's nanny starts workers with OMP_NUM_THREADS=1; this variable (set where the worker starts) or the
 # executor's ``torch_threads`` gives training its intra-op threads back.
 TORCH_THREADS_ENV = "TSBENCH_TORCH_THREADS"
@@ -221,50 +221,6 @@ def measure_task(ctx: RunContext, cell: Cell, upstream: dict[str, Any]) -> dict[
 _TASKS = {"train": train_task, "prune": prune_task, "measure": measure_task}
 
 
-# --- the node lock ---------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def node_lock(lock_dir: str | None, *, exclusive: bool) -> Iterator[None]:
-    """A reader/writer lock shared by every process of this node (``flock`` on files in ``lock_dir``).
-
-    Writers (timings) go through a gate first and keep it until they hold the lock, so a stream of readers
-    (trainings) cannot starve a waiting timing. Without ``fcntl`` (Windows) this is a no-op.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    folder = Path(lock_dir or tempfile.gettempdir())
-    gate_fd = _open_lock(folder / f"{LOCK_NAME}.gate")
-    main_fd = _open_lock(folder / LOCK_NAME)
-    try:
-        fcntl.flock(gate_fd, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(main_fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        finally:
-            fcntl.flock(gate_fd, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(main_fd, fcntl.LOCK_UN)
-    finally:
-        os.close(gate_fd)
-        os.close(main_fd)
-
-
-def _open_lock(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # created by another user on a shared node: flock needs no write access
-        return os.open(path, os.O_RDONLY)
-    with contextlib.suppress(OSError):  # let other users' workers on this node share the lock
-        os.fchmod(fd, 0o666)
-    return fd
-
-
 # --- driver side -----------------------------------------------------------------------------------------
 
 
@@ -378,8 +334,10 @@ class DaskExecutor:
 
     # -- execution --
 
-    def execute(self, cells: list[Cell], ws: Workspace) -> Iterator[dict[str, Any]]:
-        """Submit every task, then yield each cell's row once, as its measure completes."""
+    def execute(self, cells: Iterable[Cell], ws: Workspace) -> Iterator[dict[str, Any]]:
+        """Submit every task, then yield each cell's row once, as its measure completes (the runner's cells are
+        claimed as they are read: all of them before the first submission)."""
+        cells = list(cells)
         if not cells:
             return
         from distributed import as_completed

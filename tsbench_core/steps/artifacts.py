@@ -72,8 +72,14 @@ def save_artifact(directory: Path, key: str, state_dict: dict[str, torch.Tensor]
     torch.save(tensors, buffer)
     data = buffer.getvalue()
     meta = {**meta, WEIGHTS_FILE: _fingerprint(data)}
-    atomic_write(weights, data)
-    atomic_write(directory / f"{key}.json", json.dumps(meta, indent=1).encode())
+    target = weights
+    try:
+        atomic_write(weights, data)
+        target = directory / f"{key}.json"
+        atomic_write(target, json.dumps(meta, indent=1).encode())
+    except OSError as exc:  # a full disk, a read-only folder: nothing half-written is left behind
+        raise CellError(f"cannot write artifact {target} ({exc.strerror or exc}); free disk space or fix the "
+                        "folder's permissions, then run again") from None
     return Artifact(key, weights, meta)
 
 

@@ -1,0 +1,80 @@
+"""Resume of skipped and failed cells: stale skips re-examined, --retry-failed, the traceback kept in details."""
+
+from __future__ import annotations
+
+import pytest
+from tsbench_testing import tiny_spec
+
+from tsbench_core.protocols import Availability
+from tsbench_core.store import Store
+
+
+@pytest.fixture
+def spec_of(write_spec, registry):
+    from tsbench_core.spec import load_spec
+
+    return lambda spec_dict: load_spec(write_spec(spec_dict), registry)
+
+
+def test_a_cell_skipped_while_its_runtime_was_missing_runs_once_it_is_available(tmp_path, registry, spec_of,
+                                                                                monkeypatch):
+    from tsbench_core.runner import run
+
+    eager = registry.records["runtime"]["torch-eager"].plugin
+    spec = spec_of(tiny_spec(name="came-back"))
+    with Store(tmp_path / "r.db") as store:
+        with monkeypatch.context() as patch:
+            patch.setattr(type(eager), "availability", lambda self: Availability.no("simulated: not installed"))
+            assert run(spec, store, registry=registry).statuses == {"skipped": 2}
+            assert run(spec, store, registry=registry).cached == 2  # still missing: nothing to re-examine
+        assert run(spec, store, registry=registry).statuses == {"ok": 2}  # installed now
+        assert {r["status"] for r in store.rows()} == {"ok"}
+
+
+def test_a_cell_skipped_while_its_runtime_was_available_stays_skipped(tmp_path, registry, spec_of):
+    from tsbench_core.runner import run
+
+    spec_dict = tiny_spec(name="int8-on-eager")
+    spec_dict["pruning"][0]["quantize"] = {"method": "static-int8"}
+    spec = spec_of(spec_dict)
+    with Store(tmp_path / "r.db") as store:
+        first = run(spec, store, registry=registry)
+        assert first.statuses["skipped"] >= 1
+        assert all("cannot run an INT8 ONNX graph" in error for _, error in first.failures)
+        assert run(spec, store, registry=registry).cached == first.total
+
+
+def test_retry_failed_reruns_failed_cells_only_and_details_keep_the_traceback(tmp_path, registry, spec_of):
+    from tsbench_core.runner import run
+
+    spec_dict = tiny_spec(name="retry")
+    spec_dict["pruning"][0]["fine_tune"] = {"epochs": 1, "lr": 1e30, "max_train_batches": 2}
+    with Store(tmp_path / "r.db") as store:
+        first = run(spec_of(spec_dict), store, registry=registry)
+        assert first.statuses == {"ok": 1, "failed": 1}
+        failed = next(r for r in store.rows() if r["status"] == "failed")
+        assert failed["details"].startswith("Traceback (most recent call last)")
+        assert failed["error"].splitlines()[0] in failed["details"]
+        dense = next(r for r in store.rows() if r["status"] == "ok")
+
+        spec_dict["pruning"][0]["sparsities"] = [0.5, 0.7]  # a new cell: not run by --retry-failed
+        retried = run(spec_of(spec_dict), store, registry=registry, retry_failed=True)
+        assert retried.computed == [failed["cell_key"]] and retried.failed == 1
+        assert len(store.rows()) == 2
+        assert store.get(dense["cell_key"])["finished_at"] == dense["finished_at"]  # ok cells untouched
+        assert run(spec_of(spec_dict), store, registry=registry).computed != []  # a plain run takes the new cell
+        assert len(store.rows()) == 3
+
+
+def test_an_older_store_gains_the_new_columns_and_the_lease_table(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the cells table as stores written before details/leases had it
+        conn.execute("CREATE TABLE cells (cell_key TEXT PRIMARY KEY, spec_name TEXT, status TEXT, error TEXT)")
+        conn.execute("INSERT INTO cells VALUES ('k', 'old', 'failed', 'boom')")
+    with Store(db) as store:
+        assert store.get("k")["error"] == "boom" and store.get("k")["details"] is None
+        store.put({"cell_key": "k2", "spec_name": "old", "status": "failed", "error": "x", "details": "tb"})
+        assert store.claim("k2", "me", seen=store.states(["k2"])["k2"], grace=60) == "claimed"
+        assert [lease["cell_key"] for lease in store.leases()] == ["k2"]
