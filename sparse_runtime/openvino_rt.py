@@ -12,17 +12,15 @@ Sparse-weight decompression (``CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE``) is docum
 CPUs with AMX only; ``decompression_decision`` turns it on where the CPU flags show AMX INT8 and says why not
 elsewhere (``info.sparse_weights_decompression``).
 
-Telemetry: ``import openvino`` imports its model-conversion package, which sends a usage event to Google
-Analytics unless the user opted out with ``opt_in_out --opt_out`` (the file ``~/intel/openvino_telemetry``) —
-no environment variable turns it off. ``import_openvino`` makes the ``openvino_telemetry`` package unimportable
-before the first import, so OpenVINO falls back to its own no-op stub and neither writes a client id nor sends
-anything. Every import of openvino in tsbench goes through it.
+OpenVINO's telemetry is kept off by ``sparse_runtime/openvino_telemetry.py``: openvino is imported only through
+its ``import_openvino``. On x86 CPUs without VNNI, graphs that OpenVINO would run in its saturating u8 x i8
+kernels are not run (``int8_saturation_problem``).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
+import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -36,10 +34,10 @@ from torch import nn
 
 from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
+from sparse_runtime.openvino_telemetry import ACTIVE_TELEMETRY, import_openvino, telemetry_status
 from tsbench_core.errors import CellError, RuntimeUnavailable
 from tsbench_core.protocols import Availability, PluginParams
 
-TELEMETRY_PACKAGE = "openvino_telemetry"
 AMX_INT8_FLAGS = ("amx_tile", "amx_int8")  # /proc/cpuinfo names of the AMX tiles and their INT8 instructions
 DEFAULT_DECOMPRESSION_RATE = 0.5
 
@@ -57,37 +55,6 @@ class OpenVinoParams(PluginParams):
         DEFAULT_DECOMPRESSION_RATE, ge=0.0, le=1.0,
         description="The value set when enabled: matrix products whose weights have a larger fraction of zeros "
         "use the sparse kernels (1 disables them).")
-
-
-# --- telemetry ------------------------------------------------------------------------------------------
-
-
-def telemetry_status() -> str:
-    """``blocked`` (OpenVINO's telemetry package cannot be imported in this process), ``not imported`` (openvino
-    is not loaded yet: ``import_openvino`` will block it) or ``active`` (openvino was imported with its telemetry
-    before tsbench could block it)."""
-    if sys.modules.get(TELEMETRY_PACKAGE, False) is None:
-        return "blocked"
-    return "active" if "openvino" in sys.modules else "not imported"
-
-
-def import_openvino() -> Any:
-    """``openvino``, imported with its telemetry package unreachable (see the module docstring).
-
-    Raises ``RuntimeUnavailable`` when openvino was already imported with its telemetry by other code.
-    """
-    if "openvino" not in sys.modules:
-        # None in sys.modules makes `import openvino_telemetry` raise ImportError; OpenVINO then uses its stub
-        sys.modules[TELEMETRY_PACKAGE] = None  # type: ignore[assignment]
-    if telemetry_status() == "active":
-        raise RuntimeUnavailable(_ACTIVE_TELEMETRY)
-    import openvino
-
-    return openvino
-
-
-_ACTIVE_TELEMETRY = ("openvino was imported with its telemetry before tsbench could switch it off (its import "
-                     "sends a usage event); let tsbench import it first")
 
 
 # --- sparse-weight decompression --------------------------------------------------------------------------
@@ -120,6 +87,25 @@ def decompression_decision(flags: set[str], *, int8: bool, mode: str = "auto",
                 "reason": "fp32 graph: OpenVINO decompresses sparse weights of INT8 matrix products only"}
     return {"enabled": True, "rate": rate,
             "reason": f"AMX INT8 present: INT8 matrix products with more than {rate:g} zeros use sparse kernels"}
+
+
+# --- INT8 correctness by CPU ------------------------------------------------------------------------------
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")  # int8 dot products without the 16-bit intermediate that saturates
+
+
+def int8_saturation_problem(flags: set[str], int8_products: int, *, x86_64: bool = True) -> str | None:
+    """Why OpenVINO's INT8 kernels may compute a graph wrongly on this CPU, or None.
+
+    OpenVINO documents a saturation (overflow) issue of its u8 x i8 kernels on x86 CPUs without VNNI (AVX2,
+    AVX-512 without VNNI): a 16-bit intermediate clamps. Its documented remedy, weights in half the 8-bit range,
+    is not what ``sparse_runtime/quantize.py`` writes, so such graphs are not run there.
+    """
+    if not x86_64 or int8_products == 0 or any(flag in flags for flag in VNNI_FLAGS):
+        return None
+    return (f"this CPU has no VNNI ({' / '.join(VNNI_FLAGS)} not among its flags): OpenVINO's u8 x i8 kernels, "
+            f"which would run {int8_products} matrix products of this graph, saturate there (documented); the "
+            f"matmulinteger format, which OpenVINO computes in fp32 kernels, is exact on this CPU")
 
 
 # --- sessions ---------------------------------------------------------------------------------------------
@@ -185,7 +171,7 @@ class OpenVinoRuntime:
         if importlib.util.find_spec("openvino") is None:
             return Availability.no("openvino is not installed (pip install 'tsbench[openvino]')")
         if telemetry_status() == "active":
-            return Availability.no(_ACTIVE_TELEMETRY)
+            return Availability.no(ACTIVE_TELEMETRY)
         return Availability.yes()
 
     def versions(self) -> dict[str, str]:
@@ -233,6 +219,10 @@ class OpenVinoRuntime:
         compile_s = time.perf_counter() - start - read_s
         in_force = {key: _plain(compiled.get_property(key)) for key in props}
         kernels = kernel_summary(compiled)
+        problem = int8_saturation_problem(cpu_flags(), kernels["int8"],
+                                          x86_64=platform.machine().lower() in ("x86_64", "amd64"))
+        if problem:
+            raise RuntimeUnavailable(f"INT8 on openvino: {problem}")
         decompression = {**decision, "sparse_kernels": kernels["sparse"]}
         if decision["enabled"] and not kernels["sparse"]:
             decompression["note"] = ("no matrix product took the sparse kernels (they need INT8 FullyConnected "

@@ -1,0 +1,44 @@
+"""OpenVINO without telemetry: the one place tsbench imports ``openvino``.
+
+``import openvino`` imports its model-conversion package (``openvino.tools.ovc``), which at import sends a usage
+event to Google Analytics and writes a client id under ``~/intel/`` unless the user opted out with
+``opt_in_out --opt_out`` (the file ``~/intel/openvino_telemetry`` holding ``0``); ``convert_model`` sends more. No
+environment variable turns this off. ``import_openvino`` makes the ``openvino_telemetry`` package unimportable
+before the first import: OpenVINO then falls back to its own no-op stub, for every path in this process.
+Deliberately free of heavy imports, so a child process can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tsbench_core.errors import RuntimeUnavailable
+
+TELEMETRY_PACKAGE = "openvino_telemetry"
+ACTIVE_TELEMETRY = ("openvino was imported with its telemetry before tsbench could switch it off (its import "
+                    "sends a usage event); let tsbench import it first")
+
+
+def telemetry_status() -> str:
+    """``blocked`` (OpenVINO's telemetry package cannot be imported in this process), ``not imported`` (openvino
+    is not loaded yet: ``import_openvino`` will block it) or ``active`` (openvino was imported with its telemetry
+    before tsbench could block it)."""
+    if sys.modules.get(TELEMETRY_PACKAGE, False) is None:
+        return "blocked"
+    return "active" if "openvino" in sys.modules else "not imported"
+
+
+def import_openvino() -> Any:
+    """``openvino``, imported with its telemetry package unreachable.
+
+    Raises ``RuntimeUnavailable`` when other code already imported openvino with its telemetry.
+    """
+    if "openvino" not in sys.modules:
+        # None in sys.modules makes `import openvino_telemetry` raise ImportError; OpenVINO then uses its stub
+        sys.modules[TELEMETRY_PACKAGE] = None  # type: ignore[assignment]
+    if telemetry_status() == "active":
+        raise RuntimeUnavailable(ACTIVE_TELEMETRY)
+    import openvino
+
+    return openvino
