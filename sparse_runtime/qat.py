@@ -39,13 +39,14 @@ from torch import nn
 from plugins.pruners.sparseml_recipe import manager_from_recipe, recipe_text
 from sparse_runtime.quantize import LinearQParams, module_keeps_float
 from tsbench_core.errors import CellError
+from tsbench_core.telemetry import disable_neural_magic_analytics
 
 TrainFn = Callable[..., dict[str, Any]]
 
 
 def import_sparseml_qat() -> tuple[Any, Any]:
     """SparseML's recipe manager and logger manager, with the QConfig fix; ``torch.compile`` left untouched."""
-    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    disable_neural_magic_analytics()
     before = torch.compile
     import sparseml.pytorch as sparseml_pytorch
     import sparseml.pytorch.sparsification.quantization.quantization_scheme as schemes

@@ -96,7 +96,17 @@ def test_plugin_object_missing_its_protocol_is_reported(site):
     make_distribution(site, "tsb-half", "tsb_test_half", body)
     registry = load_plugins()
     assert "half" not in registry.models
-    assert "does not implement ModelPlugin" in registry.load_errors[0].error
+    error = registry.load_errors[0].error
+    assert "the model plugin 'half' (tsb_test_half.NotAModel) does not implement ModelPlugin: missing build" in error
+    assert " at 0x" not in error
+
+
+def test_protocol_members_are_what_the_protocols_declare():
+    from tsbench_core.protocols import ModelPlugin, RuntimePlugin
+    from tsbench_core.registry import protocol_members
+
+    assert {"name", "description", "params_model", "build"} <= set(protocol_members(ModelPlugin))
+    assert {"availability", "prepare", "versions", "device"} <= set(protocol_members(RuntimePlugin))
 
 
 def test_duplicate_names_name_both_distributions(site):

@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
+from tsbench_core.telemetry import disable_neural_magic_analytics
+
+disable_neural_magic_analytics()  # before any plugin can import the Neural Magic stack
 
 __all__ = ["hookimpl", "load_plugins", "Registry", "build_model", "load_dataset", "load_spec", "run"]
 

@@ -117,11 +117,27 @@ def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid) or 'none installed'})"
 
 
+def protocol_members(protocol: type) -> list[str]:
+    """The public attributes and methods a plugin protocol asks for (its own and those of its bases)."""
+    names: set[str] = set()
+    for base in protocol.__mro__:
+        if base is object or not getattr(base, "_is_protocol", False):
+            continue
+        names.update(n for n in getattr(base, "__annotations__", {}) if not n.startswith("_"))
+        names.update(n for n, v in vars(base).items() if callable(v) and not n.startswith("_"))
+    return sorted(names)
+
+
 def _check_plugin(kind: str, plugin: Any, source: str) -> None:
-    missing = [a for a in ("name", "description", "params_model") if not hasattr(plugin, a)]
-    if missing or not isinstance(plugin, PROTOCOL_OF_KIND[kind]):
-        proto = PROTOCOL_OF_KIND[kind].__name__
-        raise PluginError(f"{source} registered {plugin!r} as a {kind} but it does not implement {proto}")
+    protocol = PROTOCOL_OF_KIND[kind]
+    missing = [member for member in protocol_members(protocol) if not hasattr(plugin, member)]
+    if missing or not isinstance(plugin, protocol):
+        name = getattr(plugin, "name", None)
+        cls = type(plugin)
+        named = f"{name!r} ({cls.__module__}.{cls.__qualname__})" if isinstance(name, str) else \
+            f"of class {cls.__module__}.{cls.__qualname__}"
+        raise PluginError(f"{source}: the {kind} plugin {named} does not implement {protocol.__name__}: "
+                          f"missing {', '.join(missing) or 'members it requires'}")
 
 
 def _own_distribution() -> tuple[str, str]:

@@ -33,6 +33,7 @@ from plugins.pruners.selection import (
 from plugins.pruners.sparseml_recipe import manager_from_recipe, recipe_text
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import Availability, PruneContext, PruneResult, RecipeFile
+from tsbench_core.telemetry import disable_neural_magic_analytics
 
 
 class GradualParams(SelectionParams):
@@ -65,7 +66,7 @@ class GradualParams(SelectionParams):
 
 def import_sparseml() -> tuple[Any, Any]:
     """Import SparseML's recipe manager and logger manager, and undo its replacement of ``torch.compile``."""
-    os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
+    disable_neural_magic_analytics()
     before = torch.compile
     import sparseml.pytorch as sparseml_pytorch
     from sparseml.pytorch.optim import ScheduledModifierManager
