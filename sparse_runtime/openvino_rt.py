@@ -70,22 +70,22 @@ def cpu_flags() -> set[str]:
 def decompression_decision(flags: set[str], *, int8: bool, mode: str = "auto",
                            rate: float = DEFAULT_DECOMPRESSION_RATE) -> dict[str, Any]:
     """Whether to set OpenVINO's sparse-weight decompression for a graph, and why: ``enabled``, ``rate`` (the
-    value to set, None when off) and ``reason``.
+    value to set, None when off), ``reason`` and a short ``summary``.
 
     OpenVINO documents the feature for INT8 matrix products on CPUs with AMX only (and weights whose input and
     output channels are multiples of 64).
     """
     if mode == "off":
-        return {"enabled": False, "rate": None, "reason": "off in the runtime params"}
+        return {"enabled": False, "rate": None, "summary": "off (params)", "reason": "off in the runtime params"}
     missing = [flag for flag in AMX_INT8_FLAGS if flag not in flags]
     if missing:
-        return {"enabled": False, "rate": None,
+        return {"enabled": False, "rate": None, "summary": "off (no AMX INT8)",
                 "reason": f"this CPU has no AMX INT8 ({', '.join(missing)} not among its flags); OpenVINO "
                           f"decompresses sparse weights on AMX only"}
     if not int8:
-        return {"enabled": False, "rate": None,
+        return {"enabled": False, "rate": None, "summary": "off (fp32 graph)",
                 "reason": "fp32 graph: OpenVINO decompresses sparse weights of INT8 matrix products only"}
-    return {"enabled": True, "rate": rate,
+    return {"enabled": True, "rate": rate, "summary": f"on (rate {rate:g})",
             "reason": f"AMX INT8 present: INT8 matrix products with more than {rate:g} zeros use sparse kernels"}
 
 

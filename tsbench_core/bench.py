@@ -335,6 +335,10 @@ def render_rows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
         notes = r.get("reason", "")
         if "fraction_of_supported_ops" in info:
             notes = f"supported ops {info['fraction_of_supported_ops']:.3f} " + notes
+        decompression = info.get("sparse_weights_decompression")
+        if decompression:
+            kernels = f", {decompression.get('sparse_kernels', 0)} sparse kernels" if decompression["enabled"] else ""
+            notes = f"sparse decompression {decompression['summary']}{kernels} " + notes
         errs = [r.get(k) for k in ("dense_max_abs_err", "pruned_max_abs_err") if r.get(k) is not None]
         reduction = r.get("mac_reduction_effective") if r.get("structure") != "structured" else \
             r.get("mac_reduction_dense_kernels")

@@ -61,6 +61,7 @@ def test_decompression_decision_from_cpu_flags(flags, int8, mode, enabled, reaso
     assert decision["enabled"] is enabled
     assert decision["rate"] == (0.7 if enabled else None)
     assert reason in decision["reason"]
+    assert decision["summary"] == "on (rate 0.7)" if enabled else decision["summary"].startswith("off (")
 
 
 @needs_openvino

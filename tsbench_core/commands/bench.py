@@ -45,7 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred-len", type=int, default=defaults.PRED_LEN, help="forecast horizon")
     parser.add_argument("--enc-in", type=int, default=defaults.ENC_IN, help="number of input channels (variables)")
     parser.add_argument("--quantize", choices=("int8",), default=None,
-                        help="also time the (pruned) model quantized to INT8 (MatMulInteger) on onnxruntime/deepsparse")
+                        help="also time the (pruned) model quantized to INT8 on every runtime that runs ONNX graphs "
+                        "(onnxruntime, deepsparse: MatMulInteger; openvino: QDQ)")
     parser.add_argument("--int8-tolerance", type=float, default=defaults.INT8_TOLERANCE,
                         help="INT8 gate: max RMS error / std of the fp32 torch-eager output")
     parser.add_argument("--json", action="store_true", help="print the rows (every field) as one JSON array")
