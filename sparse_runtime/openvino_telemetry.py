@@ -3,9 +3,11 @@
 ``import openvino`` imports its model-conversion package (``openvino.tools.ovc``), which at import sends a usage
 event to Google Analytics and writes a client id under ``~/intel/`` unless the user opted out with
 ``opt_in_out --opt_out`` (the file ``~/intel/openvino_telemetry`` holding ``0``); ``convert_model`` sends more. No
-environment variable turns this off. ``import_openvino`` makes the ``openvino_telemetry`` package unimportable
-before the first import: OpenVINO then falls back to its own no-op stub, for every path in this process.
-Deliberately free of heavy imports, so a child process can use it cheaply.
+environment variable turns this off. ``import tsbench_core`` already makes the ``openvino_telemetry`` package
+unimportable (``tsbench_core.telemetry``) while openvino is not loaded; ``import_openvino`` does it again right
+before the import and refuses when openvino was loaded with its telemetry. OpenVINO then falls back to its own
+no-op stub, for every path in this process. Deliberately free of heavy imports, so a child process can use it
+cheaply.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 from typing import Any
 
 from tsbench_core.errors import RuntimeUnavailable
+from tsbench_core.telemetry import OPENVINO_TELEMETRY as TELEMETRY_PACKAGE
+from tsbench_core.telemetry import block_openvino_telemetry
 
-TELEMETRY_PACKAGE = "openvino_telemetry"
 ACTIVE_TELEMETRY = ("openvino was imported with its telemetry before tsbench could switch it off (its import "
                     "sends a usage event); let tsbench import it first")
 
@@ -34,9 +37,7 @@ def import_openvino() -> Any:
 
     Raises ``RuntimeUnavailable`` when other code already imported openvino with its telemetry.
     """
-    if "openvino" not in sys.modules:
-        # None in sys.modules makes `import openvino_telemetry` raise ImportError; OpenVINO then uses its stub
-        sys.modules[TELEMETRY_PACKAGE] = None  # type: ignore[assignment]
+    block_openvino_telemetry()
     if telemetry_status() == "active":
         raise RuntimeUnavailable(ACTIVE_TELEMETRY)
     import openvino

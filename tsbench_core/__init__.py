@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from tsbench_core.hookspecs import hookimpl
-from tsbench_core.telemetry import disable_neural_magic_analytics
+from tsbench_core.telemetry import block_openvino_telemetry, disable_neural_magic_analytics
 
 disable_neural_magic_analytics()  # before any plugin can import the Neural Magic stack
+block_openvino_telemetry()  # before any plugin can import openvino
 
 __all__ = ["hookimpl", "load_plugins", "Registry", "build_model", "load_dataset", "load_spec", "run"]
 

@@ -179,6 +179,10 @@ if mode == "unguarded":  # control: what a plain import does; the sender is repl
     import openvino as ov
     import openvino_telemetry
     openvino_telemetry.Telemetry().sender.executor.shutdown(wait=True)
+elif mode == "core":  # any code in a tsbench process: a plain import after tsbench_core's
+    import tsbench_core
+    import openvino as ov
+    ov.convert_model(onnx_path)
 else:
     from sparse_runtime.openvino_telemetry import import_openvino
     ov = import_openvino()
@@ -208,6 +212,7 @@ def _child(mode: str, tmp_path: Path, onnx_path: Path) -> dict[str, Any]:
 
 @needs_openvino
 def test_no_telemetry_on_import_compile_or_conversion(tmp_path) -> None:
+    """In child processes with a scratch HOME whose sockets refuse to connect."""
     torch.manual_seed(0)
     onnx_path = export_onnx(TinyForecaster().eval(), make_inputs(0), tmp_path / "model.onnx").path
     guarded = _child("guarded", tmp_path, onnx_path)
@@ -215,6 +220,8 @@ def test_no_telemetry_on_import_compile_or_conversion(tmp_path) -> None:
     assert guarded["telemetry"] == "openvino.tools.ovc.telemetry_stub"
     assert guarded["home"] == []  # no consent file, no client id
     assert guarded["status"] == "blocked"
+    core = _child("core", tmp_path, onnx_path)  # a plain `import openvino` anywhere after `import tsbench_core`
+    assert core["attempts"] == [] and core["home"] == [] and core["telemetry"] == "openvino.tools.ovc.telemetry_stub"
     # the control shows the detector works: a plain import sends a usage event and writes a client id
     control = _child("unguarded", tmp_path, onnx_path)
     assert any(a.startswith("event ") for a in control["attempts"])
