@@ -103,7 +103,7 @@ def test_every_option_of_every_subcommand_has_help_and_each_command_examples():
 
     parser = build_parser()
     commands = _subparsers(parser)
-    assert {"run", "validate", "schema", "plugins", "results", "bench", "report"} <= set(commands)
+    assert {"run", "validate", "schema", "plugins", "results", "bench", "report", "new-plugin"} <= set(commands)
     undescribed = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, sub in commands.items()
                    for a in sub._actions if not (a.help or "").strip()]
     assert undescribed == []

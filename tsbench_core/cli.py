@@ -1,4 +1,4 @@
-"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report.
+"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report | new-plugin.
 
 Each subcommand lives in ``tsbench_core/commands/`` with its options (see that package's docstring for how to
 add one). User mistakes (bad spec, unknown plugin, missing data, a bad option) print one clear message per problem
@@ -46,7 +46,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="tsbench", description="Benchmark pruned Transformer time-series forecasters: specs in, results out.",
         formatter_class=HelpFormatter,
         epilog=examples("tsbench plugins", "tsbench validate specs/*.json", "tsbench run specs/quickstart.json",
-                        "tsbench results --format markdown",
+                        "tsbench results --format markdown", "tsbench new-plugin demo-model --kind model",
                         "tsbench COMMAND --help                    # the options and examples of a command")
         + f"\n\n{PRECEDENCE}.\nexit codes: 0 ok, 1 some cells failed, 2 a mistake in the input (message on stderr).",
     )
