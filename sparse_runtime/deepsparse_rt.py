@@ -12,8 +12,10 @@ before the export (``pad_ffn_widths``, see ``sparse_runtime/ffn_padding.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -30,8 +32,9 @@ from torch import nn
 
 from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
+from tsbench_core.cpu import CpuFacts
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import Availability, PluginParams
+from tsbench_core.protocols import Availability, Int8Plan, PluginParams
 
 _NODE_LINE = re.compile(r"^Node \d+: (\S+) (.+?)\s*$")
 
@@ -165,6 +168,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+ARCH_FIELDS = ("isa", "vnni", "bf16", "vendor", "vendor_model", "architecture", "available_num_cores")
+
+
+@functools.cache
+def engine_hardware() -> dict[str, Any]:
+    """What DeepSparse detects about this CPU: the ``arch.bin`` helper it ships (run as a child process, so
+    deepsparse is not imported), with ``NM_ARCH`` (its ISA override) applied as the engine does."""
+    spec = importlib.util.find_spec("deepsparse")
+    if spec is None or not spec.submodule_search_locations:
+        return {"error": "deepsparse is not installed"}
+    binary = Path(list(spec.submodule_search_locations)[0]) / "arch.bin"
+    try:
+        proc = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60, check=True)
+        found = json.loads(proc.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return {"error": f"{binary.name}: {type(exc).__name__}: {exc}"}
+    out: dict[str, Any] = {k: found.get(k) for k in ARCH_FIELDS}
+    out["source"] = "deepsparse arch.bin"
+    if os.environ.get("NM_ARCH"):
+        out["isa_detected"], out["isa"] = out["isa"], os.environ["NM_ARCH"]
+    return out
+
+
 class DeepSparseRuntime:
     name = "deepsparse"
     description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
@@ -189,6 +215,23 @@ class DeepSparseRuntime:
 
     def versions(self) -> dict[str, str]:
         return {**base_versions(), **dist_versions("deepsparse", "onnx")}
+
+    def hardware(self) -> dict[str, Any]:
+        return engine_hardware()
+
+    def int8_plan(self, cpu: CpuFacts, quant_format: str) -> Int8Plan:
+        """int8 weights (zero point 0), DeepSparse's fast form, wherever its kernels can run; unsupported where
+        its detected ISA is one this CPU lacks (e.g. under an emulator) or without AVX2 on x86-64."""
+        hardware = self.hardware()
+        isa = hardware.get("isa")
+        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        if cpu.x86_64 and cpu.source == "cpuid" and isa == "avx512" and not cpu.has("avx512f"):
+            return Int8Plan("int8", seen, unsupported=f"deepsparse detects ISA avx512 ({hardware.get('source')}) "
+                            f"but this CPU has no AVX-512 ({seen}): its kernels cannot run here (NM_ARCH=avx2 "
+                            "overrides the detection)")
+        if cpu.x86_64 and cpu.source != "none" and not cpu.has("avx2"):
+            return Int8Plan("int8", seen, unsupported=f"deepsparse 1.8 needs AVX2 or AVX-512; {seen}")
+        return Int8Plan("int8", f"DeepSparse's own INT8 kernels (ISA {isa}, VNNI {hardware.get('vnni')}): {seen}")
 
     def probe(self, export: ExportResult, batch_size: int, inputs: list[np.ndarray], *, num_cores: int,
               timeout: float, model_name: str = "the model") -> tuple[dict[str, Any], bool]:

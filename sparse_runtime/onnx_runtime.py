@@ -14,8 +14,9 @@ from torch import nn
 
 from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
+from tsbench_core.cpu import CpuFacts
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import Availability, PluginParams
+from tsbench_core.protocols import Availability, Int8Plan, PluginParams
 
 
 class OrtParams(PluginParams):
@@ -56,6 +57,16 @@ class OnnxRuntimeRuntime:
 
     def versions(self) -> dict[str, str]:
         return {**base_versions(), **dist_versions("onnxruntime", "onnx")}
+
+    def int8_plan(self, cpu: CpuFacts, quant_format: str) -> Int8Plan:
+        """uint8 weights (U8U8) on x86-64 without VNNI, where ONNX Runtime's uint8 x int8 kernels use the
+        saturating VPMADDUBSW (its documented remedy; exact, see ``sparse_runtime/quantize.py``); int8 elsewhere."""
+        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        if cpu.x86_64 and not cpu.vnni:
+            return Int8Plan("uint8", f"x86-64 without VNNI: {seen}; ONNX Runtime computes uint8 x int8 with "
+                            "VPMADDUBSW, which saturates in 16 bits; uint8 x uint8 does not")
+        return Int8Plan("int8", f"{'VNNI/AMX' if cpu.vnni else 'not x86-64'}: {seen}; uint8 x int8 does not "
+                        "saturate")
 
     def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
                 threads: int, workdir: Path) -> OrtSession:

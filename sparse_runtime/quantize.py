@@ -27,6 +27,19 @@ the deploy form) uses its scales, so the integer graph computes what QAT trained
 names, ``/decoder/projection/MatMul`` → ``decoder.projection``; a pattern matching a module keeps all nodes inside
 it), or op types as ``op:TYPE``.
 
+Weight encodings (``weights``), for CPUs whose integer kernels differ. ONNX Runtime documents that on x86-64 with
+AVX2 or AVX-512 but no VNNI it computes uint8 x int8 (U8S8) products with VPMADDUBSW, which adds two products in a
+saturating 16-bit integer (255 * 127 * 2 > 32767), and that the remedies are 7-bit weights (``reduce_range``) or
+uint8 weights (U8U8, no saturation); VNNI machines and ARM are not affected (ONNX Runtime docs, "Quantize ONNX
+models": data type selection and FAQ). Which encoding a cell uses is the runtime's choice for the detected CPU
+(``int8_plan`` of the runtime plugins), recorded in the quantize info:
+
+* ``int8``: int8 symmetric, zero point 0 (U8S8) — the default;
+* ``uint8``: the same integer weights plus 128, zero point 128 (U8U8): the integer products, and so the output,
+  are exactly those of ``int8`` (learned QAT scales included); a pruned zero is stored as 128;
+* ``int8-7bit``: int8 symmetric over [-63, 63] (ONNX Runtime's ``reduce_range``): one bit less precision; not for
+  learned (8-bit) QAT parameters.
+
 onnx 1.14 (pinned for DeepSparse 1.8) lacks the 4-bit tensor types that onnxruntime's quantization module names
 at import time; ``_quantization_module`` adds the two enum values before importing it (nothing here uses them).
 """
@@ -57,6 +70,10 @@ INT8_OP_TYPES = ("QuantizeLinear", "DequantizeLinear", "MatMulInteger")
 ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
 FORMATS = ("matmulinteger", "qdq")
 DEFAULT_FORMAT = "matmulinteger"
+# how the weights are stored (activations are uint8 in every case), see "Weight encodings" above
+WEIGHT_ENCODINGS = ("int8", "uint8", "int8-7bit")
+DEFAULT_WEIGHTS = "int8"
+INT8_LEVELS = {"int8": 127, "uint8": 127, "int8-7bit": 63}  # largest |q| of a symmetric weight
 
 
 def _quantization_module() -> Any:
@@ -199,19 +216,26 @@ def _weight_products(proto: Any, kept: dict[str, str]) -> list[Any]:
 def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibrationReader, *,
                   keep_float: Sequence[str] = (), per_channel: bool = False,
                   symmetric_activations: bool = False, quant_format: str = DEFAULT_FORMAT,
-                  qparams: Sequence[LinearQParams] | None = None) -> QuantizeResult:
+                  qparams: Sequence[LinearQParams] | None = None, weights: str = DEFAULT_WEIGHTS,
+                  weights_reason: str | None = None) -> QuantizeResult:
     """Static INT8 quantization of ``export`` (fp32 ONNX) into ``out_path`` (written atomically).
 
     ``quant_format`` is ``matmulinteger`` (the default: what DeepSparse runs fast) or ``qdq`` (ONNX Runtime's
     ``quantize_static``). ``qparams`` (MatMulInteger only) are quantization parameters learned elsewhere (QAT):
-    a weight product whose weight they match uses them instead of calibrated ones.
+    a weight product whose weight they match uses them instead of calibrated ones. ``weights`` is the weight
+    encoding (``WEIGHT_ENCODINGS``; see the module docstring), ``weights_reason`` why it was chosen (recorded).
     """
     import onnx
 
     if quant_format not in FORMATS:
         raise ValueError(f"unknown INT8 format {quant_format!r}; expected one of {FORMATS}")
+    if weights not in WEIGHT_ENCODINGS:
+        raise ValueError(f"unknown INT8 weight encoding {weights!r}; expected one of {WEIGHT_ENCODINGS}")
     if qparams and quant_format != "matmulinteger":
         raise ValueError("learned quantization parameters (QAT) are written in the matmulinteger format only")
+    if qparams and weights == "int8-7bit":
+        raise ValueError("learned quantization parameters (QAT) are 8-bit: write them with weights 'int8' or "
+                         "'uint8', not 'int8-7bit'")
     proto = onnx.load(str(export.path))
     kept = float_nodes(proto, keep_float)
     if not _weight_products(proto, kept):
@@ -225,10 +249,14 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
     try:
         if quant_format == "qdq":
             settings = _write_qdq(export, tmp, reader, kept, per_channel=per_channel,
-                                  symmetric_activations=symmetric_activations)
+                                  symmetric_activations=symmetric_activations, weights=weights)
         else:
             settings = _write_matmulinteger(proto, tmp, reader, kept, per_channel=per_channel,
-                                            symmetric_activations=symmetric_activations, qparams=qparams or ())
+                                            symmetric_activations=symmetric_activations, qparams=qparams or (),
+                                            weights=weights)
+        settings["weights_encoding"] = weights
+        if weights_reason:
+            settings["weights_reason"] = weights_reason
         os.replace(tmp, out_path)
     except CellError:
         raise
@@ -254,20 +282,22 @@ def quantize_onnx(export: ExportResult, out_path: Path, reader: WindowCalibratio
 
 
 def _write_qdq(export: ExportResult, tmp: Path, reader: WindowCalibrationReader, kept: dict[str, str], *,
-               per_channel: bool, symmetric_activations: bool) -> dict[str, Any]:
+               per_channel: bool, symmetric_activations: bool, weights: str = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """ONNX Runtime's ``quantize_static`` in the QDQ format; returns the settings used."""
     q = _quantization_module()
     q.CalibrationDataReader.register(WindowCalibrationReader)
     q.quantize_static(
         str(export.path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
-        op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel,
-        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+        op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel, reduce_range=weights == "int8-7bit",
+        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QUInt8 if weights == "uint8" else q.QuantType.QInt8,
         nodes_to_exclude=sorted(kept), calibrate_method=q.CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
                        "MatMulConstBOnly": True},
     )
     _store_raw(tmp)
-    return {"method": "static-int8", "format": "qdq", "weights": "int8 symmetric",
+    described = {"int8": "int8 symmetric", "uint8": "uint8 symmetric (zero point 128)",
+                 "int8-7bit": "int8 symmetric, 7-bit range (reduce_range)"}[weights]
+    return {"method": "static-int8", "format": "qdq", "weights": described,
             "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
             "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
             "matmul_const_b_only": True}
@@ -301,15 +331,23 @@ def activation_qparams(low: float, high: float, symmetric: bool) -> tuple[float,
     return scale, int(np.clip(round(-low / scale), 0, 255))
 
 
-def weight_scale(weight: np.ndarray, per_channel: bool) -> np.ndarray:
-    """Symmetric int8 scale(s) of a ``[in, out]`` weight: one, or one per output column."""
+def weight_scale(weight: np.ndarray, per_channel: bool, levels: int = 127) -> np.ndarray:
+    """Symmetric scale(s) of a ``[in, out]`` weight over ``[-levels, levels]``: one, or one per output column."""
     bound = np.abs(weight).max(axis=0) if per_channel else np.abs(weight).max()
-    return np.where(bound > 0, bound / 127.0, 1.0).astype(np.float64)
+    return np.where(bound > 0, bound / float(levels), 1.0).astype(np.float64)
 
 
 def quantize_weight(weight: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
     """``round(w / scale)`` as int8 (zero point 0: a zero weight stays exactly 0)."""
     return np.clip(np.round(weight / scale), -128, 127).astype(np.int8)
+
+
+def encode_weight(q: np.ndarray, weights: str) -> tuple[np.ndarray, np.ndarray]:
+    """(stored weight, zero point) of int8 weights ``q`` in the encoding ``weights``: for ``uint8`` the same
+    integers plus 128 with zero point 128, so ``stored - zero point == q`` exactly."""
+    if weights == "uint8":
+        return (q.astype(np.int16) + 128).astype(np.uint8), np.array(128, dtype=np.uint8)
+    return q, np.array(0, dtype=np.int8)
 
 
 def activation_ranges(proto: Any, names: Sequence[str], reader: WindowCalibrationReader) -> dict[str, tuple[float,
@@ -381,7 +419,7 @@ def _bias_add(node: Any, consumers: dict[str, list[Any]], constants: dict[str, A
 
 def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader, kept: dict[str, str], *,
                          per_channel: bool, symmetric_activations: bool,
-                         qparams: Sequence[LinearQParams]) -> dict[str, Any]:
+                         qparams: Sequence[LinearQParams], weights: str = DEFAULT_WEIGHTS) -> dict[str, Any]:
     """Rewrite every weight product as QuantizeLinear → MatMulInteger → Add(int32 bias) → Cast → Mul.
 
     ``y = x·W + b`` becomes ``((q(x) − zx)·Wq + round(b / (sx·sw)))`` in int32, cast to float and multiplied by
@@ -459,7 +497,7 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
         base = node.name or node.output[0]
         if match is None:
             act_scale, act_zp = activation_qparams(*ranges[node.input[0]], symmetric_activations)
-            w_scale = weight_scale(weight, per_channel)
+            w_scale = weight_scale(weight, per_channel, INT8_LEVELS[weights])
         else:
             learned_nodes += 1
             low = min(-m.act_zero_point * m.act_scale for m in match)
@@ -490,8 +528,9 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
                     [-1, *input_shape[-2:]], dtype=np.int64), f"{base}_3d_shape")], [view], name=fresh(f"{base}_3d")))
                 stacked_inputs[q_input] = view
             q_input = stacked_inputs[q_input]
-        w_name = constant(quantize_weight(weight, w_scale), f"{base}_w_int8")
-        wzp_name = constant(np.array(0, dtype=np.int8), f"{base}_w_zero_point")
+        stored, w_zero_point = encode_weight(quantize_weight(weight, w_scale), weights)
+        w_name = constant(stored, f"{base}_w_{weights.replace('-', '_')}")
+        wzp_name = constant(w_zero_point, f"{base}_w_zero_point")
         rescale = act_scale * np.asarray(w_scale, dtype=np.float64) * float(attrs.get("alpha", 1.0))
         output = bias_add.output[0] if bias_add is not None else node.output[0]
         final_output = output
@@ -554,7 +593,9 @@ def _write_matmulinteger(proto: Any, tmp: Path, reader: WindowCalibrationReader,
     graph.initializer.extend(initializers)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(tmp))
-    return {"method": "static-int8", "format": "matmulinteger", "weights": "int8 symmetric (zero point 0)",
+    described = {"int8": "int8 symmetric (zero point 0)", "uint8": "uint8 symmetric (int8 + 128, zero point 128)",
+                 "int8-7bit": "int8 symmetric over [-63, 63] (reduce_range)"}[weights]
+    return {"method": "static-int8", "format": "matmulinteger", "weights": described,
             "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
             "per_channel": per_channel, "calibration": "minmax", "op_types": list(QUANTIZED_OP_TYPES),
             "matmul_const_b_only": True, "int32_biases": int_biases, "learned_qparams_nodes": learned_nodes,
@@ -601,28 +642,47 @@ def _tensors(proto: Any) -> Iterable[Any]:
                     yield attr.t
 
 
-def tensor_bytes(array: np.ndarray) -> tuple[int, int]:
-    """(dense bytes, compressed bytes) of one tensor under the rule of ``model_sizes``."""
+def tensor_bytes(array: np.ndarray, zero: int = 0) -> tuple[int, int]:
+    """(dense bytes, compressed bytes) of one tensor under the rule of ``model_sizes``; ``zero`` is the stored
+    value that means 0 (a quantized weight's zero point)."""
     dense = int(array.size * array.dtype.itemsize)
     if array.ndim < 2:
         return dense, dense
-    bitmask = int(np.count_nonzero(array)) * array.dtype.itemsize + math.ceil(array.size / 8)
+    bitmask = int(np.count_nonzero(array != zero)) * array.dtype.itemsize + math.ceil(array.size / 8)
     return dense, min(dense, bitmask)
+
+
+def _weight_zero_points(proto: Any) -> dict[str, int]:
+    """Stored weight -> its constant scalar zero point (MatMulInteger's B, DequantizeLinear's x)."""
+    from onnx import numpy_helper
+
+    constants = _constant_values(proto)
+    out: dict[str, int] = {}
+    for node in proto.graph.node:
+        slots = {"MatMulInteger": (1, 3), "DequantizeLinear": (0, 2)}.get(node.op_type)
+        if slots is None or len(node.input) <= slots[1] or node.input[slots[1]] not in constants:
+            continue
+        zero_point = numpy_helper.to_array(constants[node.input[slots[1]]])
+        if zero_point.size == 1 or np.all(zero_point == zero_point.reshape(-1)[0]):
+            out[node.input[slots[0]]] = int(zero_point.reshape(-1)[0]) if zero_point.size else 0
+    return out
 
 
 def model_sizes(path: str | Path) -> dict[str, int]:
     """``model_bytes``: the ONNX file's size. ``model_bytes_compressed``: the same file with every stored tensor
-    of rank >= 2 (the weights) in a bitmask encoding when that is smaller — its nonzero values at their own
-    dtype plus one bit per element (rounded up to whole bytes) — and everything else (graph, biases, scales,
-    zero points, shapes) as it is: ``model_bytes - sum(dense bytes) + sum(encoded bytes)``."""
+    of rank >= 2 (the weights) in a bitmask encoding when that is smaller — its values other than zero (the zero
+    point, for a quantized weight) at their own dtype plus one bit per element (rounded up to whole bytes) — and
+    everything else (graph, biases, scales, zero points, shapes) as it is:
+    ``model_bytes - sum(dense bytes) + sum(encoded bytes)``."""
     import onnx
     from onnx import numpy_helper
 
     path = Path(path)
     proto = onnx.load(str(path))
+    zero_points = _weight_zero_points(proto)
     dense_total = encoded_total = 0
     for tensor in _tensors(proto):
-        dense, encoded = tensor_bytes(numpy_helper.to_array(tensor))
+        dense, encoded = tensor_bytes(numpy_helper.to_array(tensor), zero_points.get(tensor.name, 0))
         dense_total += dense
         encoded_total += encoded
     size = path.stat().st_size
@@ -631,15 +691,18 @@ def model_sizes(path: str | Path) -> dict[str, int]:
 
 
 def weight_zeros(path: str | Path) -> dict[str, int]:
-    """Zeros and elements of the rank >= 2 tensors of a graph, by name (to check that zeros survive)."""
+    """Zeros (stored zero points, for a quantized weight) of the rank >= 2 tensors of a graph, by name (to check
+    that zeros survive)."""
     import onnx
     from onnx import numpy_helper
 
+    proto = onnx.load(str(path))
+    zero_points = _weight_zero_points(proto)
     out = {}
-    for tensor in onnx.load(str(path)).graph.initializer:
+    for tensor in proto.graph.initializer:
         if len(tensor.dims) >= 2:
             arr = numpy_helper.to_array(tensor)
-            out[tensor.name] = int(arr.size - np.count_nonzero(arr))
+            out[tensor.name] = int(np.count_nonzero(arr == zero_points.get(tensor.name, 0)))
     return out
 
 

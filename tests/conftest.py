@@ -14,7 +14,7 @@ os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 # the host-wide timing lock of this test session only: other sessions' runs on this machine do not hold it up
 os.environ.setdefault("TSBENCH_LOCK_DIR", tempfile.mkdtemp(prefix="tsbench-test-locks-"))
 
-from tsbench_testing import SHARED_DATA
+from tsbench_testing import shared_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def registry():
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared real datasets; tests that need them skip only when the folder is absent."""
-    path = Path(os.environ.get("TSBENCH_DATA_DIR", SHARED_DATA))
+    path = shared_data_dir()
     if not path.is_dir():
         pytest.skip(f"real datasets not found at {path} (set TSBENCH_DATA_DIR)")
     return path

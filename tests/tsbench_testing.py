@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path:
+    """The real datasets: ``TSBENCH_DATA_DIR`` if set, else ``shared/data`` next to the repository."""
+    env = os.environ.get("TSBENCH_DATA_DIR", "").strip()
+    return Path(env) if env else SHARED_DATA
 
 
 def tiny_spec(name: str = "tiny", sparsities: list[float] | None = None, **overrides: Any) -> dict[str, Any]:

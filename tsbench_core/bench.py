@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from tsbench_core.accounting import count_macs, count_params
+from tsbench_core.cpu import cpu_facts, cpu_summary
 from tsbench_core.data import Batch, DataShape, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
-from tsbench_core.protocols import OnnxGraphRuntime, PruneContext, availability_of, time_encoding_of
+from tsbench_core.protocols import OnnxGraphRuntime, PruneContext, availability_of, int8_plan_of, time_encoding_of
 from tsbench_core.spec import DEFAULT_KEEP_FLOAT, QuantizeConfig, Spec, TimingConfig
 from tsbench_core.timing import time_sessions_interleaved
 from tsbench_core.verify import verify_session
@@ -153,6 +154,7 @@ def bench(
             prune_info = result.info
         dense_macs = _macs(dense, small)
         common = {
+            "cpu": cpu_summary(),
             "model": model, "pruner": pruner, "structure": getattr(pruner_plugin, "structure", None),
             "sparsity": sparsity, "batch_size": batch_size, "threads": threads,
             "params_dense": count_params(dense)["params_total"], "macs_dense_per_sample": dense_macs["macs_dense"],
@@ -283,13 +285,18 @@ def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: 
     batch_size = int(example[0].shape[0])
     params = plugin.params_model()
     session = None
+    plan = int8_plan_of(plugin, cpu_facts(), getattr(plugin, "int8_format", "matmulinteger"))
+    row["int8_weights"], row["int8_weights_reason"] = plan.weights, plan.reason
+    if plan.unsupported:  # before any work
+        row.update(status="skipped", reason=f"int8: {plan.unsupported}")
+        return None
     try:
         export = export_onnx(module, example, workdir / "model.fp32.onnx", opset=getattr(params, "opset", 14))
         calibration = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=200 + i))  # type: ignore[arg-type]
                        for i in range(calibration_batches)]
         quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export),
                                   keep_float=DEFAULT_KEEP_FLOAT,  # what a spec's quantize entry keeps by default
-                                  quant_format=plugin.int8_format)
+                                  quant_format=plugin.int8_format, weights=plan.weights, weights_reason=plan.reason)
         session = plugin.open_graph(quantized.export, params, threads=threads, batch_size=batch_size)
         row["pruned_max_abs_err"], row["int8_rel_err"] = verify_session_relative(session, module, gate_batches,
                                                                                   tolerance=tolerance)

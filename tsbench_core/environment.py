@@ -9,7 +9,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from tsbench_core.protocols import availability_of
+from tsbench_core.cpu import cpu_facts
+from tsbench_core.protocols import HardwareReporting, availability_of
 from tsbench_core.registry import Registry
 
 
@@ -24,17 +25,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -43,16 +33,19 @@ def _version(dist: str) -> str | None:
 
 
 def environment(registry: Registry) -> dict[str, Any]:
-    """CPU model and cores, GPU if any, Python, torch and every available runtime's library versions."""
+    """CPU (measured: ``tsbench_core/cpu.py``) and cores, GPU if any, Python, torch and every available runtime's
+    library versions, with what a runtime's own CPU detection reports (``hardware``)."""
     import torch
 
-    flags = cpu_flags()
+    facts = cpu_facts()
     env: dict[str, Any] = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu_model": cpu_model(),
+        "cpu_model": facts.model_name or cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "cpu_features": sorted(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags),
+        "cpu_features": list(facts.features),
+        "cpu_fingerprint": facts.fingerprint,
+        "cpu": facts.as_dict(),
         "python": sys.version.split()[0],
         "tsbench": _version("tsbench"),
         "torch": torch.__version__,
@@ -68,5 +61,10 @@ def environment(registry: Registry) -> dict[str, Any]:
                 entry["versions"] = plugin.versions()
             except Exception as exc:  # a version probe must not stop a run
                 entry["versions_error"] = str(exc)
+            if isinstance(plugin, HardwareReporting):
+                try:
+                    entry["hardware"] = plugin.hardware()
+                except Exception as exc:  # nor a hardware probe
+                    entry["hardware"] = {"error": f"{type(exc).__name__}: {exc}"}
         env["runtimes"][name] = entry
     return env

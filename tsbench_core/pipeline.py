@@ -29,7 +29,7 @@ from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
-from tsbench_core.steps.measure import measure, measure_quantized
+from tsbench_core.steps.measure import int8_plan, measure, measure_quantized
 from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
 from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
@@ -277,6 +277,8 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     row = base_row(cell)
     row["started_at"] = time.time()
     try:
+        if cell.quantize is not None:  # INT8 this runtime cannot compute correctly on this CPU: skipped, no work
+            int8_plan(ws.plugins().records["runtime"][cell.runtime].plugin, cell.quantize)
         with host_lock(ws.lock_dir, exclusive=False):
             artifact = pruned_artifact(ws, cell.prune)
             row |= model_columns(artifact)

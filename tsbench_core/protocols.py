@@ -18,6 +18,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict
 from torch import nn
 
+from tsbench_core.cpu import CpuFacts
 from tsbench_core.data import Batch, DatasetSplits, DataShape, TimeEncoding, Windows
 
 
@@ -190,6 +191,41 @@ class OnnxGraphRuntime(Protocol):
     def open_graph(self, export: Any, params: BaseModel, *, threads: int, batch_size: int) -> RuntimeSession:
         """A session on ``export.path`` (an ``ExportResult``), compiled for ``batch_size`` and ``threads``."""
         ...
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """How a runtime computes an INT8 graph correctly on this CPU: the weight encoding to write
+    (``sparse_runtime.quantize.WEIGHT_ENCODINGS``) and why; or, with ``unsupported`` set, why it cannot (the cell
+    is then skipped before any work)."""
+
+    weights: str
+    reason: str
+    unsupported: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"weights": self.weights, "reason": self.reason, "unsupported": self.unsupported}
+
+
+@runtime_checkable
+class Int8Runtime(Protocol):
+    """A runtime that runs INT8 ONNX graphs and knows what its integer kernels compute correctly on a CPU."""
+
+    def int8_plan(self, cpu: CpuFacts, quant_format: str) -> Int8Plan: ...
+
+
+@runtime_checkable
+class HardwareReporting(Protocol):
+    """A runtime with its own CPU detection: what it reports (recorded in the run environment)."""
+
+    def hardware(self) -> dict[str, Any]: ...
+
+
+def int8_plan_of(plugin: Any, cpu: CpuFacts, quant_format: str) -> Int8Plan:
+    """The plugin's INT8 plan for ``cpu``, or the default encoding when the runtime states no CPU rule."""
+    if isinstance(plugin, Int8Runtime):
+        return plugin.int8_plan(cpu, quant_format)
+    return Int8Plan("int8", f"runtime {getattr(plugin, 'name', plugin)!r} states no CPU rule for INT8")
 
 
 KINDS = ("model", "dataset", "pruner", "runtime")

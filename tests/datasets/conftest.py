@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data_dir() -> Path:
-    env = os.environ.get("TSBENCH_DATA_DIR", "").strip()
-    return Path(env) if env else REPO.parent / "shared" / "data"
+from tsbench_testing import shared_data_dir
 
 
 @pytest.fixture(autouse=True)

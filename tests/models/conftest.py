@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from tsbench_testing import shared_data_dir
 
 from tsbench_core.data import Batch, Windows
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("TSBENCH_DATA_DIR", "/work/shared/data").strip())
+    return shared_data_dir()
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,10 @@ ETTh1 windows: entirely inside the engine and within 1e-4 of torch eager's train
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
+from tsbench_testing import shared_data_dir
 
 from tsbench_core.data import DataShape, Windows
 from tsbench_core.registry import load_plugins
@@ -20,7 +18,7 @@ ETTH1 = DataShape(enc_in=7, dec_in=7, c_out=7, seq_len=96, label_len=48, pred_le
 
 @pytest.fixture(scope="module")
 def etth1_batches() -> list[tuple]:
-    folder = Path(os.environ.get("TSBENCH_DATA_DIR", "/work/shared/data").strip())
+    folder = shared_data_dir()
     if not (folder / "ETT-small" / "ETTh1.csv").is_file() and not (folder / "ETTh1.csv").is_file():
         pytest.skip(f"shared data folder {folder} has no ETTh1.csv (set TSBENCH_DATA_DIR)")
     plugin = REGISTRY.datasets["etth1"]

@@ -190,8 +190,8 @@ def environment_tables(env: dict[str, Any]) -> list[Table]:
     """The machine and library versions of a run, and each runtime's availability."""
     if not env:
         return []
-    keys = ("host", "platform", "cpu_model", "cpu_cores", "cpu_features", "gpu", "python", "tsbench", "torch",
-            "numpy")
+    keys = ("host", "platform", "cpu_model", "cpu_cores", "cpu_features", "cpu_fingerprint", "gpu", "python",
+            "tsbench", "torch", "numpy")
     machine = [[k, _one_line(", ".join(env[k]) if isinstance(env.get(k), list) else env.get(k))]
                for k in keys if k in env]
     tables = [Table("Machine and software", ["item", "value"], machine, [False, False])]
@@ -200,7 +200,10 @@ def environment_tables(env: dict[str, Any]) -> list[Table]:
         body = []
         for name, info in runtimes.items():
             versions = info.get("versions") or {}
-            body.append([name, "yes" if info.get("available") else "no",
-                         _one_line(", ".join(f"{k} {v}" for k, v in versions.items()) or info.get("reason"))])
+            text = ", ".join(f"{k} {v}" for k, v in versions.items()) or info.get("reason")
+            hardware = {k: v for k, v in (info.get("hardware") or {}).items() if k in ("isa", "vnni", "error")}
+            if hardware:  # what the runtime's own CPU detection says
+                text += "; detects " + ", ".join(f"{k} {v}" for k, v in hardware.items())
+            body.append([name, "yes" if info.get("available") else "no", _one_line(text)])
         tables.append(Table("Runtimes", ["runtime", "available", "versions / reason"], body, [False] * 3))
     return tables

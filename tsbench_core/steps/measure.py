@@ -16,9 +16,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import DatasetSplits, WindowedSplit, seed_offset
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import OnnxGraphRuntime, availability_of
+from tsbench_core.protocols import Int8Plan, OnnxGraphRuntime, availability_of, int8_plan_of
 from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import time_session
@@ -138,6 +139,15 @@ def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
     return errors.metrics()
 
 
+def int8_plan(runtime: Any, quantize: QuantizeConfig) -> Int8Plan:
+    """The runtime's INT8 plan for this process's CPU; raises ``RuntimeUnavailable`` (a skipped cell) when the
+    runtime cannot compute the format correctly here — checked before any work."""
+    plan = int8_plan_of(runtime, cpu_facts(), quantize.format)
+    if plan.unsupported:
+        raise RuntimeUnavailable(f"INT8 on {runtime.name}: {plan.unsupported}")
+    return plan
+
+
 def measure_quantized(
     model: nn.Module,
     runtime: Any,
@@ -168,6 +178,7 @@ def measure_quantized(
     availability = availability_of(runtime)
     if not availability.available:
         raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
+    plan = int8_plan(runtime, quantize)
     threads = timing.threads or os.cpu_count() or 1
     model = model.cpu().eval()
     workdir = Path(workdir)
@@ -187,7 +198,7 @@ def measure_quantized(
     quantized = quantize_onnx(export, workdir / "model.int8.onnx", reader, keep_float=quantize.keep_float,
                               per_channel=quantize.per_channel,
                               symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,
-                              qparams=qparams)
+                              qparams=qparams, weights=plan.weights, weights_reason=plan.reason)
     session = runtime.open_graph(quantized.export, runtime_params, threads=threads, batch_size=batch_size)
     try:
         max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
