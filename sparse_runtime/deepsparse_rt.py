@@ -32,7 +32,7 @@ from torch import nn
 
 from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
-from tsbench_core.cpu import CpuFacts
+from tsbench_core.cpu import CpuFacts, cpu_facts
 from tsbench_core.errors import CellError, RuntimeUnavailable
 from tsbench_core.protocols import Availability, Int8Plan, PluginParams
 
@@ -191,6 +191,16 @@ def engine_hardware() -> dict[str, Any]:
     return out
 
 
+def isa_mismatch(hardware: dict[str, Any], cpu: CpuFacts) -> str | None:
+    """Why DeepSparse's kernels cannot run here when its detected ISA is one the CPU (``CPUID``) lacks — as under
+    ``qemu-x86_64 -cpu EPYC-Milan``, where ``arch.bin`` still reports the host's AVX-512; else None."""
+    if cpu.x86_64 and cpu.source == "cpuid" and hardware.get("isa") == "avx512" and not cpu.has("avx512f"):
+        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'})"
+        return (f"deepsparse detects ISA avx512 ({hardware.get('source')}) but this CPU has no AVX-512 ({seen}): "
+                "its kernels cannot run here (NM_ARCH=avx2 overrides the detection)")
+    return None
+
+
 class DeepSparseRuntime:
     name = "deepsparse"
     description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
@@ -211,6 +221,9 @@ class DeepSparseRuntime:
             return Availability.no("deepsparse is not installed (pip install 'tsbench[sparse]')")
         if sys.platform != "linux":
             return Availability.no(f"deepsparse runs on Linux only (this is {sys.platform})")
+        mismatch = isa_mismatch(self.hardware(), cpu_facts())
+        if mismatch:
+            return Availability.no(mismatch)
         return Availability.yes()
 
     def versions(self) -> dict[str, str]:
@@ -225,10 +238,9 @@ class DeepSparseRuntime:
         hardware = self.hardware()
         isa = hardware.get("isa")
         seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
-        if cpu.x86_64 and cpu.source == "cpuid" and isa == "avx512" and not cpu.has("avx512f"):
-            return Int8Plan("int8", seen, unsupported=f"deepsparse detects ISA avx512 ({hardware.get('source')}) "
-                            f"but this CPU has no AVX-512 ({seen}): its kernels cannot run here (NM_ARCH=avx2 "
-                            "overrides the detection)")
+        mismatch = isa_mismatch(hardware, cpu)
+        if mismatch:
+            return Int8Plan("int8", seen, unsupported=mismatch)
         if cpu.x86_64 and cpu.source != "none" and not cpu.has("avx2"):
             return Int8Plan("int8", seen, unsupported=f"deepsparse 1.8 needs AVX2 or AVX-512; {seen}")
         return Int8Plan("int8", f"DeepSparse's own INT8 kernels (ISA {isa}, VNNI {hardware.get('vnni')}): {seen}")

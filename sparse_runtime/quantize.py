@@ -289,13 +289,13 @@ def _write_qdq(export: ExportResult, tmp: Path, reader: WindowCalibrationReader,
     q.quantize_static(
         str(export.path), str(tmp), reader, quant_format=q.QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=per_channel, reduce_range=weights == "int8-7bit",
-        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QUInt8 if weights == "uint8" else q.QuantType.QInt8,
+        activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
         nodes_to_exclude=sorted(kept), calibrate_method=q.CalibrationMethod.MinMax,
         extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
                        "MatMulConstBOnly": True},
     )
-    _store_raw(tmp)
-    described = {"int8": "int8 symmetric", "uint8": "uint8 symmetric (zero point 128)",
+    _store_raw(tmp, shift_int8_weights=weights == "uint8")
+    described = {"int8": "int8 symmetric", "uint8": "uint8 symmetric (int8 + 128, zero point 128)",
                  "int8-7bit": "int8 symmetric, 7-bit range (reduce_range)"}[weights]
     return {"method": "static-int8", "format": "qdq", "weights": described,
             "activations": f"uint8 {'symmetric' if symmetric_activations else 'asymmetric'}",
@@ -615,17 +615,30 @@ def _static_shapes(proto: Any) -> dict[str, list[int | None]]:
     return out
 
 
-def _store_raw(path: Path) -> None:
+def _store_raw(path: Path, *, shift_int8_weights: bool = False) -> None:
     """Rewrite every initializer with its bytes in ``raw_data`` (the quantizer writes int8 tensors as varints in
-    ``int32_data``, up to 10 bytes per element), so the file size reflects the tensors' real size."""
+    ``int32_data``, up to 10 bytes per element), so the file size reflects the tensors' real size.
+
+    ``shift_int8_weights``: every int8 weight a DequantizeLinear reads (with its int8 zero point) is stored as
+    uint8, ``q + 128`` with zero point ``zp + 128`` — the same dequantized values (the U8U8 encoding)."""
     import onnx
     from onnx import numpy_helper
 
     proto = onnx.load(str(path))
+    shifted: set[str] = set()
+    if shift_int8_weights:
+        stored = {t.name: t for t in proto.graph.initializer}
+        for node in proto.graph.node:
+            if node.op_type == "DequantizeLinear" and len(node.input) > 2 and node.input[0] in stored \
+                    and node.input[2] in stored and stored[node.input[0]].data_type == onnx.TensorProto.INT8:
+                shifted.update(node.input[0:3:2])
     for index, tensor in enumerate(proto.graph.initializer):
-        if not tensor.HasField("raw_data"):
-            proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor),
-                                                                            tensor.name))
+        array = numpy_helper.to_array(tensor)
+        if tensor.name in shifted:
+            array = (array.astype(np.int16) + 128).astype(np.uint8)
+        elif tensor.HasField("raw_data"):
+            continue
+        proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, tensor.name))
     onnx.save(proto, str(path))
 
 

@@ -14,9 +14,10 @@ from tsbench_testing import tiny_spec
 
 from sparse_runtime.export import export_onnx
 from sparse_runtime.quantize import WindowCalibrationReader, open_session, quantize_onnx
+from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import Windows
 from tsbench_core.errors import CellError
-from tsbench_core.protocols import availability_of
+from tsbench_core.protocols import availability_of, int8_plan_of
 from tsbench_core.spec import QuantizeConfig, SpecProblems, TrainingConfig, parse_spec
 from tsbench_core.steps.measure import static_batches
 from tsbench_core.steps.train import train_model
@@ -86,19 +87,22 @@ def test_qat_holds_zeros_and_its_int8_graph_computes_what_was_trained(registry, 
     example = tuple(torch.from_numpy(a) for a in static_batches(splits.test, 4, 1)[0])
     export = export_onnx(result.model, example, tmp_path / "fp32.onnx")
     calibration = WindowCalibrationReader(static_batches(splits.train, 4, 2), export)
-    quantized = quantize_onnx(export, tmp_path / "qat.onnx", calibration, keep_float=["out"],
-                              qparams=result.qparams)
-    assert quantized.info()["learned_qparams_nodes"] == quantized.quantized_nodes == 6  # value/mark used twice
-    assert quantized.info()["calibrated_nodes"] == 0
-    proto = onnx.load(str(quantized.path))
-    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    for node in proto.graph.node:
-        if node.op_type == "MatMulInteger":
-            assert inits[node.input[3]] == 0  # int8 weights, zero point 0: zeros stay zeros
     gate = static_batches(splits.test, 4, 2)
     runtimes = ["onnxruntime"] + (["deepsparse"] if availability_of(registry.get("runtime", "deepsparse")).available
                                   else [])
     for runtime in runtimes:
+        # the weight encoding the runtime chooses for this CPU: uint8 weights (int8 + 128) write the learned
+        # integers exactly where ONNX Runtime's uint8 x int8 kernels would saturate
+        weights = int8_plan_of(registry.get("runtime", runtime), cpu_facts(), "matmulinteger").weights
+        quantized = quantize_onnx(export, tmp_path / f"qat.{runtime}.onnx", calibration, keep_float=["out"],
+                                  qparams=result.qparams, weights=weights)
+        assert quantized.info()["learned_qparams_nodes"] == quantized.quantized_nodes == 6  # value/mark used twice
+        assert quantized.info()["calibrated_nodes"] == 0
+        proto = onnx.load(str(quantized.path))
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        for node in proto.graph.node:
+            if node.op_type == "MatMulInteger":  # zero point 0 (int8) or 128 (uint8): zeros stay zeros
+                assert inits[node.input[3]] == {"int8": 0, "uint8": 128}[weights]
         session = open_session(runtime, quantized.export, threads=1, batch_size=4)
         try:
             _, rel_float = verify_session_relative(session, result.model, gate, tolerance=0.1)  # the gate

@@ -1,4 +1,6 @@
-"""INT8 graph formats: MatMulInteger (the default) and QDQ, on ONNX Runtime and DeepSparse."""
+"""INT8 graph formats: MatMulInteger (the default) and QDQ, on ONNX Runtime and DeepSparse; the weight encodings
+(int8, uint8, int8-7bit) each runtime chooses from the detected CPU, checked against exact integer arithmetic (the
+ONNX reference evaluator)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ from runtime_toys import input_batches, make_inputs, prune_linears
 from sparse_runtime.export import export_onnx
 from sparse_runtime.quantize import (
     DEFAULT_FORMAT,
+    WEIGHT_ENCODINGS,
     LinearQParams,
     WindowCalibrationReader,
     activation_qparams,
+    model_sizes,
     open_session,
     quantize_onnx,
+    weight_zeros,
 )
-from tsbench_core.protocols import availability_of
+from tsbench_core.cpu import cpu_facts
+from tsbench_core.protocols import availability_of, int8_plan_of
 from tsbench_core.verify import verify_session_relative
 
 
@@ -117,14 +123,32 @@ def test_a_bias_too_large_for_the_accumulator_is_added_in_float(registry, tmp_pa
     np.testing.assert_allclose(flat_out[:, 1:], flat_ref[:, 1:], atol=0.05)  # the rest: INT8 noise only
 
 
+def _weights_for(registry, runtime: str, quant_format: str) -> str:
+    """The weight encoding ``runtime`` chooses for this process's CPU."""
+    return int8_plan_of(registry.get("runtime", runtime), cpu_facts(), quant_format).weights
+
+
+def _exact(path, export, batch) -> np.ndarray:
+    """The graph's output in exact integer arithmetic (the ONNX reference evaluator, numpy)."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(onnx.load(str(path))).run(None, dict(zip(export.input_names,
+                                                                       export.select(list(batch)), strict=True)))[0]
+
+
 @pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
 def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path, quant_format):
+    """Each runtime gets the weight encoding it chooses for this CPU; both compute the same integer arithmetic
+    (uint8 weights are the int8 ones plus 128), so their outputs agree whatever each chose."""
     export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
-    result = quantize_onnx(export, tmp_path / f"{quant_format}.onnx",
-                           WindowCalibrationReader(input_batches(range(10, 16)), export), quant_format=quant_format)
     gate = input_batches((20, 21))
     outputs = {}
     for runtime in _runtimes(registry):
+        weights = _weights_for(registry, runtime, quant_format)
+        result = quantize_onnx(export, tmp_path / f"{quant_format}.{runtime}.onnx",
+                               WindowCalibrationReader(input_batches(range(10, 16)), export),
+                               quant_format=quant_format, weights=weights)
+        assert result.info()["weights_encoding"] == weights
         session = open_session(runtime, result.export, threads=1, batch_size=4)
         try:
             _, rel = verify_session_relative(session, pruned, gate, tolerance=0.1)
@@ -136,6 +160,75 @@ def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path
             session.close()
     if len(outputs) == 2:  # the two runtimes compute the same integer arithmetic
         np.testing.assert_allclose(outputs["onnxruntime"], outputs["deepsparse"], atol=1e-4)
+
+
+@pytest.mark.parametrize("weights", WEIGHT_ENCODINGS)
+@pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
+def test_onnxruntime_computes_each_weight_encoding_exactly(registry, pruned, tmp_path, quant_format, weights):
+    """Forced, whatever this CPU would choose: ONNX Runtime's output is the exact integer arithmetic of the graph
+    and passes the gate. ``int8`` (U8S8) is exact only with VNNI: without it ONNX Runtime uses VPMADDUBSW, which
+    saturates (its documentation) — the reason the other two encodings exist."""
+    facts = cpu_facts()
+    if weights == "int8" and facts.x86_64 and not facts.vnni:
+        pytest.skip(f"needs avx512_vnni, avx_vnni or amx_int8 (this CPU: {', '.join(facts.features) or 'none'}): "
+                    f"ONNX Runtime's uint8 x int8 kernels saturate without them")
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(10, 16)), export),
+                           quant_format=quant_format, weights=weights)
+    gate = input_batches((20, 21))
+    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    try:
+        _, rel = verify_session_relative(session, pruned, gate, tolerance=0.1)
+        assert 0 < rel < 0.1
+        for batch in gate:
+            np.testing.assert_allclose(session.run(list(batch)), _exact(result.path, export, batch), atol=1e-5)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
+def test_uint8_weights_are_the_int8_integers_shifted_by_128(pruned, tmp_path, quant_format):
+    """The U8U8 remedy changes no number: stored weight - zero point equals the int8 weight, pruned zeros are
+    stored as the zero point, the exact outputs are identical, and so are the bytes the compressed size saves."""
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    graphs = {w: quantize_onnx(export, tmp_path / f"{w}.onnx",
+                               WindowCalibrationReader(input_batches(range(10, 16)), export),
+                               quant_format=quant_format, weights=w) for w in ("int8", "uint8")}
+    weights = {}
+    for name, result in graphs.items():
+        proto = onnx.load(str(result.path))
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        slots = (1, 3) if quant_format == "matmulinteger" else (0, 2)
+        op = "MatMulInteger" if quant_format == "matmulinteger" else "DequantizeLinear"
+        weights[name] = [(inits[n.input[slots[0]]], inits[n.input[slots[1]]]) for n in proto.graph.node
+                         if n.op_type == op and n.input[slots[0]] in inits and inits[n.input[slots[0]]].ndim == 2]
+        assert weight_zeros(result.path) and all(v > 0 for v in weight_zeros(result.path).values())
+    assert len(weights["int8"]) == len(weights["uint8"]) >= 5  # (QDQ: a weight used twice is dequantized once)
+    for (q8, zp8), (u8, zpu) in zip(weights["int8"], weights["uint8"], strict=True):
+        assert q8.dtype == np.int8 and u8.dtype == np.uint8 and int(zp8) == 0 and int(zpu) == 128
+        np.testing.assert_array_equal(u8.astype(np.int16) - 128, q8.astype(np.int16))
+    for batch in input_batches((20,)):
+        np.testing.assert_array_equal(_exact(graphs["uint8"].path, export, batch),
+                                      _exact(graphs["int8"].path, export, batch))
+    sizes = {w: model_sizes(r.path) for w, r in graphs.items()}
+    saved = {w: size["model_bytes"] - size["model_bytes_compressed"] for w, size in sizes.items()}
+    assert saved["uint8"] == saved["int8"] > 0  # the same zeros, found through the zero point
+
+
+def test_seven_bit_weights_stay_within_63_and_refuse_learned_parameters(pruned, tmp_path):
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    reader = WindowCalibrationReader(input_batches(range(3)), export)
+    result = quantize_onnx(export, tmp_path / "q.onnx", reader, weights="int8-7bit")
+    proto = onnx.load(str(result.path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    stored = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "MatMulInteger"]
+    assert len(stored) == 7 and all(np.abs(w.astype(np.int16)).max() == 63 for w in stored)
+    learned = [LinearQParams("mix", pruned.mix.weight.detach().numpy().T.copy(), weight_scale=0.01, act_scale=0.05,
+                             act_zero_point=7)]
+    with pytest.raises(ValueError, match="8-bit"):
+        quantize_onnx(export, tmp_path / "x.onnx", reader, qparams=learned, weights="int8-7bit")
+    with pytest.raises(ValueError, match="unknown INT8 weight encoding"):
+        quantize_onnx(export, tmp_path / "x.onnx", reader, weights="int4")
 
 
 def test_gemm_with_bias_per_channel_and_symmetric_activations(registry, tmp_path):
@@ -159,7 +252,11 @@ def test_gemm_with_bias_per_channel_and_symmetric_activations(registry, tmp_path
         rescales = [inits[n.input[1]] for n in proto.graph.node if n.op_type == "Mul" and n.input[0] in casts]
         assert len(rescales) == 3 and all(r.ndim == (1 if per_channel else 0) for r in rescales)  # per column
         for runtime in _runtimes(registry):
-            session = open_session(runtime, result.export, threads=1, batch_size=4)
+            weights = _weights_for(registry, runtime, "matmulinteger")
+            chosen = result if weights == "int8" else quantize_onnx(
+                export, tmp_path / f"q{per_channel}{symmetric}{weights}.onnx", reader, per_channel=per_channel,
+                symmetric_activations=symmetric, weights=weights)
+            session = open_session(runtime, chosen.export, threads=1, batch_size=4)
             try:
                 _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
                 assert rel < 0.1
@@ -232,7 +329,11 @@ def test_a_four_d_product_is_viewed_as_three_d_and_passes_the_gate(registry, tmp
         n.op_type == "Reshape" for n in onnx.load(str(export.path)).graph.node)
     gate = input_batches((30, 31))
     for runtime in _runtimes(registry):
-        session = open_session(runtime, result.export, threads=1, batch_size=4)
+        weights = _weights_for(registry, runtime, "matmulinteger")
+        chosen = result if weights == "int8" else quantize_onnx(
+            export, tmp_path / f"q.{weights}.onnx", WindowCalibrationReader(input_batches(range(4)), export),
+            weights=weights)
+        session = open_session(runtime, chosen.export, threads=1, batch_size=4)
         try:
             _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
             assert 0 < rel < 0.1
