@@ -34,6 +34,7 @@ from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
 from tsbench_core.cpu import CpuFacts, cpu_facts
 from tsbench_core.errors import CellError, RuntimeUnavailable
+from tsbench_core.hardware_rules import HardwareRules
 from tsbench_core.protocols import Availability, Int8Plan, PluginParams
 
 _NODE_LINE = re.compile(r"^Node \d+: (\S+) (.+?)\s*$")
@@ -50,6 +51,9 @@ class DeepSparseParams(PluginParams):
     probe_timeout_s: float = Field(900.0, gt=0, description="Time limit of the subprocess probe.")
     pad_ffn_widths: bool = Field(True, description="Pad feed-forward hidden widths DeepSparse 1.8 aborts on "
                                  "(exact: zero channels); see sparse_runtime/ffn_padding.py.")
+    probe_ffn_widths: bool = Field(True, description="Decide which FFN widths abort by compiling each such FFN "
+                                   "alone in a subprocess, once per CPU fingerprint (cached); off: the static band "
+                                   "measured on one AVX-512 CPU.")
 
 
 class DeepSparseSession:
@@ -201,6 +205,55 @@ def isa_mismatch(hardware: dict[str, Any], cpu: CpuFacts) -> str | None:
     return None
 
 
+FFN_WIDTH_TOPIC = "deepsparse-ffn-widths"
+_FFN_ACTIVATIONS = {"gelu": lambda: nn.GELU(), "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU}
+
+
+def probe_ffn_width(pair: Any, num_cores: int, timeout: float) -> tuple[bool | None, str]:
+    """Compile and run the FFN ``pair`` alone (its shape, width and activation; random weights) in a
+    subprocess: ``(True, the crash)`` if the engine aborted, ``(False, ...)`` if it ran, ``(None, why)`` if the
+    probe gave no verdict (timeout, unknown activation, no shape)."""
+    import tempfile
+
+    if pair.activation not in _FFN_ACTIVATIONS or len(pair.input_shape) < 2:
+        return None, f"no probe for activation {pair.activation!r} on shape {list(pair.input_shape)}"
+    channels = int(pair.input_shape[-1])
+    torch.manual_seed(0)
+    toy = nn.Sequential(nn.Linear(channels, pair.width), _FFN_ACTIVATIONS[pair.activation](),
+                        nn.Linear(pair.width, channels)).eval()
+    x = torch.randn(*pair.input_shape)
+    with tempfile.TemporaryDirectory(prefix="tsbench-ffn-probe-") as tmp:
+        export = export_onnx(toy, (x,), Path(tmp) / "ffn.onnx")
+        result = diagnose_fallbacks(export.path, int(pair.input_shape[0]), [x.numpy()], timeout=timeout,
+                                    num_cores=num_cores)
+    if result.get("error"):
+        return None, str(result["error"])
+    if result.get("crashed"):
+        return True, str(result.get("crash"))
+    return False, "compiled and ran"
+
+
+def ffn_width_decider(num_cores: int, timeout: float, rules: HardwareRules | None = None) -> Any:
+    """A ``decide`` for ``pad_for_deepsparse``: the cached verdict for this CPU, else a probe (then cached), else
+    the static band."""
+    from sparse_runtime.ffn_padding import WidthVerdict, static_hint
+
+    rules = rules or HardwareRules(FFN_WIDTH_TOPIC, {"deepsparse": dist_versions("deepsparse").get("deepsparse")})
+
+    def decide(pair: Any) -> Any:
+        key = f"{pair.activation} {'x'.join(map(str, pair.input_shape))} h={pair.width} cores={num_cores}"
+        cached = rules.get(key)
+        if cached is not None and isinstance(cached.get("aborts"), bool):
+            return WidthVerdict(cached["aborts"], "cache", str(cached.get("detail", "")))
+        aborted, detail = probe_ffn_width(pair, num_cores, timeout)
+        if aborted is None:
+            return WidthVerdict(static_hint(pair).aborts, "static hint", detail)
+        rules.put(key, {"aborts": aborted, "detail": detail})
+        return WidthVerdict(aborted, "probe", detail)
+
+    return decide
+
+
 class DeepSparseRuntime:
     name = "deepsparse"
     description = "DeepSparse engine (sparsity-aware CPU kernels), static batch size and core count"
@@ -276,7 +329,8 @@ class DeepSparseRuntime:
         if p.pad_ffn_widths:
             from sparse_runtime.ffn_padding import pad_for_deepsparse
 
-            model, padding = pad_for_deepsparse(model, example_inputs)
+            decide = ffn_width_decider(threads, p.probe_timeout_s) if p.probe_ffn_widths else None
+            model, padding = pad_for_deepsparse(model, example_inputs, decide)
         export = export_onnx(model, example_inputs, Path(workdir) / "model.deepsparse.onnx", opset=p.opset)
         batch_size = int(example_inputs[0].shape[0])
         probe_inputs = export.select([t.detach().cpu().numpy() for t in example_inputs])

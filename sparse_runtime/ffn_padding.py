@@ -13,13 +13,21 @@ do 2-D inputs ``[B, d]``. All 47 multiples of 32 scanned (64..2144) compile. Den
 structured pruning leaves each FFN at whatever width the global channel ranking gives (the 50 % Transformer has 1034
 and 1032), so the pruned Transformer, Informer, FEDformer and Crossformer aborted.
 
-What it does: every erf-GELU FFN whose width is in the band and at least ``MIN_PADDED_WIDTH`` (129, a margin below
-the smallest aborting width seen, 262 at two cores; iTransformer's 75 compiled at one and two cores) is padded up to
-the next multiple of ``SAFE_MULTIPLE`` (32): the first projection gets zero output rows (and zero bias entries), the
-second zero input columns. The padded channels carry ``act(0 + 0)`` — 0 for GELU and ReLU, and any finite value
-would do — into zero weights, so the output is the unpadded model's (up to float summation order). Applied by the
-DeepSparse runtime to a copy of the model before the ONNX export; the model, its checkpoint and its accounting keep
-the pruned widths. The runtime's subprocess compile probe remains the safety net for shapes outside the scan.
+That band was measured on one CPU (AVX-512 with VNNI); on an AVX2-only Zen 3 width 1030 compiles (issue #16). So
+the band is only a hint: which widths abort is a probe result for this CPU. ``pad_for_deepsparse`` takes a
+``decide`` callable that says, for each FFN pair whose width is not a multiple of ``SAFE_MULTIPLE``, whether it
+aborts here — the DeepSparse runtime compiles that FFN alone in a subprocess, once per CPU fingerprint, library
+version, shape and core count, and caches the verdict (``tsbench_core/hardware_rules.py``). Without ``decide``
+(or when a probe gives no verdict) the static band below is used.
+
+What it does: every FFN judged to abort (by default: an erf-GELU FFN whose width is in the band and at least
+``MIN_PADDED_WIDTH`` — 129, a margin below the smallest aborting width seen, 262 at two cores; iTransformer's 75
+compiled at one and two cores) is padded up to the next multiple of ``SAFE_MULTIPLE`` (32): the first projection
+gets zero output rows (and zero bias entries), the second zero input columns. The padded channels carry
+``act(0 + 0)`` — 0 for GELU and ReLU, and any finite value would do — into zero weights, so the output is the
+unpadded model's (up to float summation order). Applied by the DeepSparse runtime to a copy of the model before the
+ONNX export; the model, its checkpoint and its accounting keep the pruned widths. The runtime's subprocess compile
+probe of the whole graph remains the safety net.
 
 How FFN pairs are found, for any model: two ``nn.Linear`` (or kernel-1 ``nn.Conv1d``) modules A and B with ``A``'s
 output width equal to ``B``'s input width, where, on the example inputs, every input of B equals an elementwise
@@ -60,11 +68,35 @@ class FeedForwardPair:
     second: str
     width: int  # hidden width (first's output channels = second's input channels)
     activation: str
+    input_shape: tuple[int, ...] = ()  # first's input as the FFN sees it: [..., tokens, channels]
+
+
+@dataclass(frozen=True)
+class WidthVerdict:
+    """Whether an FFN pair aborts DeepSparse's compile on this CPU, and where that was learned."""
+
+    aborts: bool
+    source: str  # "static hint", "probe" or "cache"
+    detail: str = ""
+
+
+Decide = Callable[[FeedForwardPair], WidthVerdict]
 
 
 def aborts(width: int, activation: str) -> bool:
-    """Whether DeepSparse 1.8 aborts compiling an FFN of this hidden width and activation (the measured rule)."""
+    """Whether DeepSparse 1.8 aborted compiling an FFN of this hidden width and activation on the CPU the static
+    band was measured on (a hint for other CPUs)."""
     return activation in PADDED_ACTIVATIONS and width >= MIN_PADDED_WIDTH and width % ABORT_PERIOD in ABORT_BAND
+
+
+def static_hint(pair: FeedForwardPair) -> WidthVerdict:
+    """The static band's verdict for a pair."""
+    return WidthVerdict(aborts(pair.width, pair.activation), "static hint")
+
+
+def needs_verdict(pair: FeedForwardPair) -> bool:
+    """Whether padding could apply: a width that is not already a multiple of ``SAFE_MULTIPLE``."""
+    return safe_width(pair.width) > pair.width
 
 
 def safe_width(width: int) -> int:
@@ -135,7 +167,10 @@ def _find_pairs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
                 continue
             activation = _activation_of(outputs.get(first, []), inputs.get(second, []))
             if activation is not None:
-                pairs.append(FeedForwardPair(first, second, width, activation))
+                shape = tuple(inputs[first][0].shape)
+                if isinstance(a, nn.Conv1d):  # [B, C, L] -> [B, L, C], as the Linear form sees it
+                    shape = (*shape[:-2], shape[-1], shape[-2])
+                pairs.append(FeedForwardPair(first, second, width, activation, shape))
     return pairs, output
 
 
@@ -182,12 +217,15 @@ def pad_feed_forward(model: nn.Module, pairs: list[FeedForwardPair], widths: dic
     return model
 
 
-def pad_for_deepsparse(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> tuple[nn.Module, dict]:
+def pad_for_deepsparse(model: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                       decide: Decide | None = None) -> tuple[nn.Module, dict]:
     """A deploy-form, eval-mode copy of ``model`` with the aborting FFN widths padded, and what was done.
 
+    ``decide`` judges each pair whose width is not a multiple of ``SAFE_MULTIPLE`` (default: ``static_hint``).
     Returns ``(copy, info)``; ``info["padded_widths"]`` maps each padded first projection to ``[from, to]``;
-    ``info["padding_rejected"]`` says why padding was dropped (output mismatch, shape error), if it was.
-    ``model`` itself is returned (not copied) when nothing needs padding.
+    ``info["ffn_width_verdicts"]`` each judged pair to its verdict and source; ``info["padding_rejected"]`` says
+    why padding was dropped (output mismatch, shape error), if it was. ``model`` itself is returned (not copied)
+    when nothing needs padding.
     """
     clone = copy.deepcopy(model).eval()
     set_deploy_form(clone, True)  # find the pairs in the form that is exported
@@ -195,9 +233,12 @@ def pad_for_deepsparse(model: nn.Module, example_inputs: tuple[torch.Tensor, ...
     seconds_of: dict[str, set[str]] = defaultdict(set)
     for pair in pairs:
         seconds_of[pair.second].add(pair.first)
-    targets = {p.first: safe_width(p.width) for p in pairs
-               if aborts(p.width, p.activation) and safe_width(p.width) > p.width and len(seconds_of[p.second]) == 1}
-    info: dict[str, Any] = {"ffn_pairs": len(pairs), "padded_widths": {}}
+    judge = decide or static_hint
+    verdicts = {p.first: judge(p) for p in pairs if needs_verdict(p) and len(seconds_of[p.second]) == 1}
+    targets = {p.first: safe_width(p.width) for p in pairs if p.first in verdicts and verdicts[p.first].aborts}
+    info: dict[str, Any] = {"ffn_pairs": len(pairs), "padded_widths": {}, "ffn_width_verdicts": {
+        name: {"aborts": v.aborts, "source": v.source, **({"detail": v.detail} if v.detail else {})}
+        for name, v in sorted(verdicts.items())}}
     if not targets:
         return model, info
     padded = pad_feed_forward(clone, pairs, targets)

@@ -13,6 +13,8 @@ import pytest
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 # the host-wide timing lock of this test session only: other sessions' runs on this machine do not hold it up
 os.environ.setdefault("TSBENCH_LOCK_DIR", tempfile.mkdtemp(prefix="tsbench-test-locks-"))
+# hardware rules probed by the tests (DeepSparse FFN widths) go to a fresh folder, not the user's cache
+os.environ.setdefault("TSBENCH_HARDWARE_CACHE", tempfile.mkdtemp(prefix="tsbench-test-hardware-"))
 
 from tsbench_testing import shared_data_dir
 

@@ -1,11 +1,12 @@
 """FFN width padding for DeepSparse 1.8 (``sparse_runtime/ffn_padding.py``) and the runtime's subprocess
-compile probe: exact padding, the measured width rule, FFN pairs found in every model, a crashing child turned
-into ``CellError``, the sha256 cache, and a width that used to abort now passing the gate on DeepSparse."""
+compile probe: exact padding, the static width hint, FFN pairs found in every model, a crashing child turned
+into ``CellError``, the sha256 cache, width verdicts probed and cached per CPU fingerprint, and on real DeepSparse:
+the runtime pads exactly the widths that abort on this CPU, and the padded or plain graph passes the gate."""
 
 from __future__ import annotations
 
 import copy
-import re
+import json
 import sys
 from pathlib import Path
 
@@ -19,8 +20,10 @@ from sparse_runtime import deepsparse_rt, ffn_padding
 from sparse_runtime.common import deploy_copy
 from sparse_runtime.export import export_onnx
 from tsbench_core.bench import _prune_context
+from tsbench_core.cpu import CpuFacts
 from tsbench_core.data import DataShape, example_inputs
 from tsbench_core.errors import CellError
+from tsbench_core.hardware_rules import HardwareRules
 from tsbench_core.protocols import Availability, time_encoding_of
 from tsbench_core.registry import load_plugins
 
@@ -225,7 +228,68 @@ def test_probe_is_cached_by_the_onnx_bytes(monkeypatch, tmp_path) -> None:
 
 # --- real DeepSparse --------------------------------------------------------------------------------------
 
-def test_width_that_aborted_now_compiles_and_passes_the_gate(tmp_path) -> None:
+def test_width_verdicts_are_probed_once_per_cpu_fingerprint_and_cached(monkeypatch, tmp_path) -> None:
+    """A verdict comes from the cache when this CPU has one, else from a probe (then cached, atomically); another
+    CPU fingerprint probes again; no verdict from the probe falls back to the static hint, uncached."""
+    calls = []
+
+    def fake_probe(pair, num_cores, timeout):
+        calls.append((pair.width, num_cores))
+        if pair.width == 1090:
+            return None, "timed out"
+        return pair.width == 1030, "fake"
+
+    monkeypatch.setattr(deepsparse_rt, "probe_ffn_width", fake_probe)
+    torch.manual_seed(0)
+    model, x = Stack().eval(), (torch.randn(2, 5, 8),)
+    here = CpuFacts("V", "CPU A", 25, 1, 1, ("avx2",), "cpuid")
+    rules = HardwareRules(deepsparse_rt.FFN_WIDTH_TOPIC, {"deepsparse": "1.8.0"}, facts=here, folder=tmp_path)
+    _, info = ffn_padding.pad_for_deepsparse(model, x, deepsparse_rt.ffn_width_decider(1, 60, rules))
+    verdicts = info["ffn_width_verdicts"]
+    # judged: the widths that are not multiples of 32 (1024 is one); the ReLU pair too (no activation assumed)
+    assert set(verdicts) == {"a.linear1", "c.linear1", "d.linear1", "e.0", "f.conv1"}
+    assert verdicts["a.linear1"] == {"aborts": True, "source": "probe", "detail": "fake"}
+    assert verdicts["d.linear1"]["aborts"] is True  # the probe's word, not the hint's (ReLU was not in the band)
+    assert verdicts["e.0"] == {"aborts": True, "source": "static hint", "detail": "timed out"}  # 1090: the band
+    assert verdicts["c.linear1"]["aborts"] is False and verdicts["f.conv1"]["aborts"] is False
+    assert info["padded_widths"] == {"a.linear1": [1030, 1056], "d.linear1": [1030, 1056], "e.0": [1090, 1120]}
+    assert sorted(calls) == [(75, 1), (1030, 1), (1030, 1), (1041, 1), (1090, 1)]
+    stored = json.loads(rules.path.read_text())
+    assert stored["fingerprint"] == here.fingerprint and stored["cpu"]["model_name"] == "CPU A"
+    assert len(stored["verdicts"]) == 4 and not list(tmp_path.glob(".*"))  # no verdict for 1090; no temp file
+    calls.clear()
+    _, again = ffn_padding.pad_for_deepsparse(model, x, deepsparse_rt.ffn_width_decider(1, 60, rules))
+    assert calls == [(1090, 1)] and again["ffn_width_verdicts"]["a.linear1"]["source"] == "cache"
+    other = HardwareRules(deepsparse_rt.FFN_WIDTH_TOPIC, {"deepsparse": "1.8.0"}, folder=tmp_path,
+                          facts=CpuFacts("V", "CPU B", 25, 17, 1, ("avx2", "avx512f"), "cpuid"))
+    assert other.path != rules.path and other.get(next(iter(stored["verdicts"]))) is None
+    rules.path.write_text("{not json")  # a damaged file: measured again, never an error
+    assert rules.get(next(iter(stored["verdicts"]))) is None
+
+
+def test_the_width_probe_compiles_the_ffn_alone_in_a_child(monkeypatch) -> None:
+    seen = {}
+
+    def fake_diagnose(path, batch_size, inputs=None, timeout=0.0, num_cores=1):
+        import onnx
+
+        proto = onnx.load(str(path))
+        seen.update(batch=batch_size, cores=num_cores, shape=inputs[0].shape,
+                    ops=[n.op_type for n in proto.graph.node])
+        return {"crashed": True, "crash": "engine aborted while compiling (exit code 1): Assertion at fused_ops"}
+
+    monkeypatch.setattr(deepsparse_rt, "diagnose_fallbacks", fake_diagnose)
+    pair = ffn_padding.FeedForwardPair("l1", "l2", 1030, "gelu", (4, 96, 16))
+    assert deepsparse_rt.probe_ffn_width(pair, 2, 60) == (True, "engine aborted while compiling (exit code 1): "
+                                                                "Assertion at fused_ops")
+    assert seen["batch"] == 4 and seen["cores"] == 2 and seen["shape"] == (4, 96, 16)
+    assert "Erf" in seen["ops"] and seen["ops"].count("MatMul") + seen["ops"].count("Gemm") == 2
+    assert deepsparse_rt.probe_ffn_width(ffn_padding.FeedForwardPair("a", "b", 70, "silu", (2, 8)), 1, 60)[0] is None
+
+
+def test_the_runtime_pads_exactly_the_widths_that_abort_on_this_cpu(tmp_path) -> None:
+    """Whatever this CPU does with width 1030 (it aborted on an AVX-512 VNNI Zen 4, it compiles on an AVX2 Zen 3):
+    the runtime pads it exactly when an independent probe of the unpadded graph aborts, and passes the gate."""
     runtime = REGISTRY.get("runtime", "deepsparse")
     available = runtime.availability()
     if not available.available:
@@ -236,13 +300,18 @@ def test_width_that_aborted_now_compiles_and_passes_the_gate(tmp_path) -> None:
     model = ToyFFN(256, 1030).eval()
     batches = [(np.random.default_rng(s).standard_normal((4, 96, 256)).astype(np.float32),) for s in (0, 1)]
     example = (torch.from_numpy(batches[0][0]),)
-    # the unpadded graph still aborts the engine (in the probe's child, not here)
     plain = export_onnx(model, example, tmp_path / "plain.onnx")
-    with pytest.raises(CellError, match=re.escape("fused_ops.cpp:250")):
+    try:  # the unpadded graph, probed in a child (an abort must not take this process down)
         deepsparse_rt.DeepSparseRuntime().probe(plain, 4, plain.select(list(batches[0])), num_cores=1, timeout=600)
-    session = runtime.prepare(model, example, runtime.params_model(), threads=1, workdir=tmp_path / "padded")
+        aborted = False
+    except CellError as exc:
+        assert "fused_ops.cpp" in str(exc) or "aborted" in str(exc)
+        aborted = True
+    session = runtime.prepare(model, example, runtime.params_model(), threads=1, workdir=tmp_path / "run")
     try:
-        assert session.info["padded_widths"] == {"linear1": [1030, 1056]}
+        verdict = session.info["ffn_width_verdicts"]["linear1"]
+        assert verdict["aborts"] is aborted and verdict["source"] in ("probe", "cache")
+        assert session.info["padded_widths"] == ({"linear1": [1030, 1056]} if aborted else {})
         assert session.info["compile_probe"] in ("passed", "cached")
         assert session.info["fraction_of_supported_ops"] == 1.0
         assert verify_session(session, model, batches, atol=1e-4, rtol=1e-4) <= 1e-4

@@ -62,8 +62,9 @@ def test_a_runtime_without_a_cpu_rule_gets_the_default_encoding():
 
 def test_deepsparse_reports_what_its_own_detection_sees(registry, monkeypatch):
     plugin = registry.get("runtime", "deepsparse")
-    if not availability_of(plugin).available:
-        pytest.skip("deepsparse is not installed here")
+    available = availability_of(plugin)
+    if not available.available:
+        pytest.skip(f"deepsparse unavailable here: {available.reason}")
     from sparse_runtime.deepsparse_rt import engine_hardware
 
     engine_hardware.cache_clear()

@@ -347,8 +347,9 @@ def test_a_deepsparse_abort_in_the_subprocess_probe_fails_the_int8_session(regis
                                                                            monkeypatch):
     """The INT8 session is compiled in a child process first; an engine abort there is a CellError quoting it
     and the engine is never compiled in this process."""
-    if not availability_of(registry.get("runtime", "deepsparse")).available:
-        pytest.skip("deepsparse is not installed here")
+    available = availability_of(registry.get("runtime", "deepsparse"))
+    if not available.available:
+        pytest.skip(f"deepsparse unavailable here: {available.reason}")
     import deepsparse
 
     import sparse_runtime.deepsparse_rt as ds_module
