@@ -9,7 +9,8 @@ import pytest
 from tsbench_testing import tiny_spec
 
 from tsbench_core.cells import DENSE, content_hash, expand
-from tsbench_core.protocols import availability_of
+from tsbench_core.cpu import cpu_facts
+from tsbench_core.protocols import availability_of, int8_plan_of
 from tsbench_core.spec import SpecProblems, parse_spec, validate_against
 from tsbench_core.store import CELL_COLUMNS, Store
 
@@ -112,6 +113,10 @@ def test_spec_run_stores_quantized_cells_with_all_columns(registry, tmp_path):
         assert row["status"] == "ok", row["error"]
         assert row["runtime_info"]["quantize"]["calibration_batches"] == 3
         assert row["runtime_info"]["quantize"]["format"] == "matmulinteger"  # the default
+        # the weight encoding ONNX Runtime chose for this CPU, and why, are recorded with the row
+        plan = int8_plan_of(registry.get("runtime", "onnxruntime"), cpu_facts(), "matmulinteger")
+        assert row["runtime_info"]["quantize"]["weights_encoding"] == plan.weights
+        assert row["runtime_info"]["quantize"]["weights_reason"] == plan.reason
         assert row["runtime_info"]["quantize"]["int8_ops"]["MatMulInteger"] > 0
         for column in ("mse", "mae", "latency_ms_median", "model_bytes", "model_bytes_compressed", "peak_rss_mb",
                        "rel_err_vs_torch", "max_abs_err_vs_torch", "speedup_vs_dense"):
