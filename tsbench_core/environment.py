@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-from tsbench_core.cpu import cpu_facts
+from tsbench_core.cpu import FEATURES, cpu_facts
 from tsbench_core.protocols import HardwareReporting, availability_of
 from tsbench_core.registry import Registry
 
@@ -23,6 +23,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's flags in ``/proc/cpuinfo`` names; the ones ``tsbench_core/cpu.py`` measures (``FEATURES``) as
+    measured (``CPUID``: right under an emulator too), the others as ``/proc/cpuinfo`` lists them."""
+    listed: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    listed = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return (listed - set(FEATURES)) | set(cpu_facts().features)
 
 
 def _version(dist: str) -> str | None:
