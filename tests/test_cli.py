@@ -58,6 +58,9 @@ def test_run_then_rerun_is_cached_and_results_print_every_format(write_spec, tmp
     assert "2 cells — 2 cached, 0 run" in second.stdout
     dry = tsbench("run", str(spec), "--store", store, "--dry-run")
     assert dry.stdout.count("cached ") == 2 and "2 cells, 0 to run, 2 cached" in dry.stdout
+    planned = json.loads(tsbench("run", str(spec), "--store", store, "--dry-run", "--json").stdout)["specs"][0]
+    assert (planned["total"], planned["to_run"], planned["cached"]) == (2, 0, 2)
+    assert {c["status"] for c in planned["cells"]} == {"cached"}
 
     rows = [json.loads(line) for line in tsbench("results", "--store", store, "--format", "jsonl").stdout.splitlines()]
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
@@ -208,3 +211,27 @@ def test_data_dir_precedence_option_environment_spec(monkeypatch, tmp_path, regi
     assert read(None) == str(copies["env"])
     monkeypatch.delenv("TSBENCH_DATA_DIR")
     assert read(None) == str(copies["spec"])
+
+
+def test_bench_defaults_are_the_spec_defaults():
+    from tsbench_core.cli import build_parser
+    from tsbench_core.spec import QuantizeConfig, Spec, TimingConfig
+
+    bench = _subparsers(build_parser(only="bench"))["bench"]
+    defaults = {a.dest: a.default for a in bench._actions}
+    timing = TimingConfig()
+    assert (defaults["batch_size"], defaults["warmup"], defaults["repeats"], defaults["threads"]) == (
+        timing.batch_sizes[0], timing.warmup, timing.repeats, timing.threads)
+    assert defaults["int8_tolerance"] == QuantizeConfig().tolerance
+    assert "torch-eager" in next(a.help for a in bench._actions if a.dest == "runtime")
+    assert [r.plugin for r in Spec.model_fields["runtimes"].get_default(call_default_factory=True)] == ["torch-eager"]
+
+
+def test_bench_table_keeps_bracketed_runtime_messages(capsys):
+    from tsbench_core.bench import render_rows
+
+    reason = "[nm_ort 7f3a] engine refused the graph [red]"
+    render_rows([{"runtime": "deepsparse", "status": "failed", "reason": reason, "model": "m", "pruner": "p"}])
+    body = [line.split("│") for line in capsys.readouterr().out.splitlines() if line.startswith("│")]
+    notes = " ".join(cells[-2].strip() for cells in body if cells[-2].strip())  # the last column, wrapped
+    assert notes == reason

@@ -137,8 +137,8 @@ def _progress_bar(filename: str, total: int | None) -> Iterator[Callable[[int], 
         TransferSpeedColumn,
     )
 
-    columns = (TextColumn("download {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
+    columns = (TextColumn("download {task.description}", markup=False), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())
     progress = Progress(*columns, transient=True, console=Console(stderr=True))
     task = progress.add_task(filename, total=total)
     try:
