@@ -21,8 +21,6 @@ from typing import Any
 
 import pytest
 
-from tsbench_core.telemetry import disable_neural_magic_analytics
-
 _STATE = pytest.StashKey["_SpecState"]()
 
 
@@ -76,6 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for spec in specs:
         if not Path(spec).is_file():
             raise pytest.UsageError(f"--tsbench-spec {spec}: no such file")
+    from tsbench_core.telemetry import disable_neural_magic_analytics
+
     disable_neural_magic_analytics()
     config.stash[_STATE] = _SpecState(config)
     # Benchmark only the spec unless paths were named on the command line (not the project's test suite).
