@@ -78,3 +78,22 @@ def test_an_older_store_gains_the_new_columns_and_the_lease_table(tmp_path):
         store.put({"cell_key": "k2", "spec_name": "old", "status": "failed", "error": "x", "details": "tb"})
         assert store.claim("k2", "me", seen=store.states(["k2"])["k2"], grace=60) == "claimed"
         assert [lease["cell_key"] for lease in store.leases()] == ["k2"]
+
+
+def test_cli_retry_failed_and_results_failed_show_the_traceback(tmp_path, write_spec, capsys):
+    from tsbench_core.cli import main
+
+    spec_dict = tiny_spec(name="cli-retry")
+    spec_dict["pruning"][0]["fine_tune"] = {"epochs": 1, "lr": 1e30, "max_train_batches": 2}
+    path, db = write_spec(spec_dict), str(tmp_path / "r.db")
+    assert main(["run", str(path), "--store", db, "--quiet"]) == 1
+    capsys.readouterr()
+    assert main(["results", "--store", db, "--failed"]) == 0
+    shown = capsys.readouterr().out
+    assert "error: training loss became" in shown and "Traceback (most recent call last)" in shown
+    assert "1 failed cells; rerun them with: tsbench run SPEC --retry-failed" in shown
+    assert main(["run", str(path), "--store", db, "--quiet", "--retry-failed"]) == 1
+    assert "2 cells — 1 cached, 1 run, 1 failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:  # one or the other
+        main(["run", str(path), "--store", db, "--force", "--retry-failed"])
+    assert usage.value.code == 2 and "not allowed with argument --force" in capsys.readouterr().err

@@ -50,8 +50,9 @@ def _validate(plugin: Any, raw: dict[str, Any], flag: str) -> Any:
         raise UserError(f"{flag} for {plugin.name!r}: {problems}") from None
 
 
-def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path) -> PruneContext:
-    """A context without data or training: random calibration batches, and a ``train`` that trains nothing."""
+def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path, pruner: str) -> PruneContext:
+    """A context without data or training: random calibration batches, and a ``train`` that refuses (a pruner
+    that prunes while training cannot be benched on random weights)."""
 
     def calibration_batches() -> Iterable[Batch]:
         for seed in range(100, 102):
@@ -59,7 +60,9 @@ def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Pa
             yield Batch(*inputs, y=torch.zeros(8, shape.pred_len, shape.c_out))
 
     def train(model: nn.Module, **_: Any) -> dict[str, Any]:
-        return {"trained": False, "note": "tsbench bench does not train (latency does not depend on it)"}
+        raise UserError(f"--pruner {pruner}: this pruner prunes while training, and tsbench bench trains nothing "
+                        "(random weights); benchmark it through a spec with `tsbench run`, or bench a one-shot "
+                        "pruner of the same structure (e.g. --pruner magnitude) for its latency")
 
     return PruneContext(model_name, example_inputs(shape, 2, encoding), calibration_batches,  # type: ignore[arg-type]
                         lambda p, t: torch.mean((p - t) ** 2), train, seed=0, workdir=workdir)
@@ -143,7 +146,7 @@ def bench(
         pruned: nn.Module | None = None
         prune_info: dict[str, Any] = {}
         if sparsity > 0:
-            context = _prune_context(model, shape, encoding, workdir)
+            context = _prune_context(model, shape, encoding, workdir, pruner)
             try:
                 result = pruner_plugin.prune(copy.deepcopy(dense), sparsity, pparams, context)
             except (CellError, UserError):

@@ -21,7 +21,7 @@ from tsbench_core.commands.common import (
     examples,
     styled,
 )
-from tsbench_core.errors import PluginError, UserError
+from tsbench_core.errors import PluginError, TsbenchError, UserError
 
 __all__ = ["EXIT_FAILED_CELLS", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PluginError as exc:
         console(stderr=True).print(styled(("plugin error:", "red"), f" {exc}"))
         return EXIT_USAGE
+    except TsbenchError as exc:  # a failure outside any cell (e.g. of an ad-hoc bench): one line, no traceback
+        console(stderr=True).print(styled(("error:", "red"), f" {exc}"))
+        return EXIT_FAILED_CELLS
     except KeyboardInterrupt:
         print("interrupted; stored cells are kept, run again to resume", file=sys.stderr)
         return 130

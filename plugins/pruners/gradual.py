@@ -6,6 +6,11 @@ masked at every update and stay masked. The recipe is generated from the params,
 SparseML YAML recipe file; its own sparsities then rule). Training runs through the cell's training loop
 (``context.train``) with SparseML's manager wrapping the optimizer.
 
+The stored model is one trained under its final mask: the training loop keeps the best epoch only among the
+epochs after the last sparsity update (``end_epoch``, rounded up). The model is fine-tuned ``final_epochs`` more
+under its final mask when that is not enough: no full epoch ran after the last update, SparseML's ``finalize``
+still added zeros, a user recipe (schedule unknown here), or a top-up to the target. ``info`` says which.
+
 SparseML is imported only inside ``prune()``. Importing ``sparseml.pytorch`` replaces ``torch.compile`` by a
 shim that warns and then calls the original; the original is kept in ``sparseml.pytorch.torch_compile_func``
 and is put back right after the import, so the torch-compile runtime is unaffected.
@@ -14,6 +19,7 @@ and is put back right after the import, so the torch-compile runtime is unaffect
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Literal
 
@@ -50,6 +56,9 @@ class GradualParams(SelectionParams):
                                               "threshold over all selected weights; layer: per layer.")
     recipe: RecipeFile | None = Field(default=None, description="Path of a SparseML recipe (YAML) used instead of "
                                "the generated one.")
+    final_epochs: int = Field(default=1, ge=1, le=1000, description="Epochs of fine-tuning under the final mask "
+                              "when the weights kept after pruning were not trained under it (a user recipe, or "
+                              "end_epoch at the last epoch).")
 
     @model_validator(mode="after")
     def _schedule_fits(self) -> GradualParams:
@@ -62,6 +71,24 @@ class GradualParams(SelectionParams):
 
     def end_of_pruning(self) -> float:
         return self.end_epoch if self.end_epoch is not None else max(self.start_epoch + 0.1, self.epochs * 2 / 3)
+
+
+def _why_train_again(params: GradualParams, first_final: int, *, masked_by_finalize: bool,
+                     topped_up: bool) -> str | None:
+    """Why the kept weights need ``final_epochs`` of fine-tuning under the final mask, or None."""
+    if topped_up:
+        return "topped up to the target after training"
+    if masked_by_finalize:
+        return "SparseML's finalize masked the kept weights further"
+    if params.recipe is not None:
+        return "a user recipe: its schedule is not known here"
+    if math.ceil(params.end_of_pruning()) > first_final:
+        return "no full epoch ran under the final mask (end_epoch too close to the last epoch)"
+    return None
+
+
+def _zero_fraction(weights: dict[str, torch.Tensor]) -> float:
+    return sum(int((w == 0).sum()) for w in weights.values()) / max(sum(w.numel() for w in weights.values()), 1)
 
 
 def import_sparseml() -> tuple[Any, Any]:
@@ -134,29 +161,44 @@ class GradualMagnitudePruner:
         text = recipe_text(params.recipe, lambda: build_recipe(list(weights), target_sparsity, params))
         manager = manager_from_recipe(manager_cls, text)
 
+        wrapped: list[bool] = []
+
         def wrap(module: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+            wrapped.append(True)
             # no loggers: SparseML's default one writes a sparse_logs/ folder into the working directory
             return manager.modify(module, optimizer, steps_per_epoch=max(int(steps_per_epoch), 1),
                                   loggers=logger_cls(log_python=False))
 
+        # keep the best epoch among those trained under the final mask only (known for a generated recipe)
+        first_final = min(math.ceil(params.end_of_pruning()) if params.recipe is None else params.epochs,
+                          params.epochs - 1)
         try:
             outcome = context.train(model, epochs=params.epochs, lr=params.lr, masks=None,
-                                    max_train_batches=params.max_train_batches, wrap_optimizer=wrap)
+                                    max_train_batches=params.max_train_batches, wrap_optimizer=wrap,
+                                    select_from_epoch=first_final)
+            kept = _zero_fraction(weights)  # the weights the training loop kept, before SparseML's finalize
         finally:
-            manager.finalize(model)
-        # the training loop restores its best epoch, which may predate the last sparsity update: top up with
-        # one-shot magnitude pruning over the same weights so the result has the requested sparsity
-        zeros = sum(int((w == 0).sum()) for w in weights.values())
-        total = sum(w.numel() for w in weights.values())
-        topped_up = params.recipe is None and zeros / total < target_sparsity - 1e-3
-        if topped_up:
+            if wrapped:  # a training loop that failed before wrapping leaves nothing to finalize
+                manager.finalize(model)
+        finalized = _zero_fraction(weights)
+        topped_up = params.recipe is None and finalized < target_sparsity - 1e-3
+        if topped_up:  # e.g. a schedule that never reached its target: one-shot magnitude over the same weights
             with torch.no_grad():
                 masks = masks_from_scores({n: w.abs() for n, w in weights.items()}, target_sparsity, params.scope)
             bake(weights, masks)
         masks = {name: (w.detach() != 0) for name, w in weights.items()}
+        reason = _why_train_again(params, first_final, masked_by_finalize=finalized > kept + 1e-9,
+                                  topped_up=topped_up)
+        retrained = None
+        if reason is not None:
+            retrained = context.train(model, epochs=params.final_epochs, lr=params.lr, masks=masks,
+                                      max_train_batches=params.max_train_batches)
         info = {"method": self.name, "target_sparsity": target_sparsity, "scope": params.scope,
                 "recipe": params.recipe or "generated", "recipe_text": text,
-                "topped_up_after_training": topped_up, "training": outcome, **sparsity_report(masks)}
+                "candidate_epochs_from": first_final, "sparsity_of_kept_weights": kept,
+                "masked_by_finalize": finalized > kept + 1e-9, "topped_up_after_training": topped_up,
+                "fine_tuned_under_final_mask_because": reason, "fine_tuned_under_final_mask": retrained,
+                "training": outcome, **sparsity_report(masks)}
         return PruneResult(model=model, masks=masks, structure={}, info=info)
 
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:

@@ -67,8 +67,9 @@ def train_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], steps: in
 
 
 def toy_train(model: nn.Module, epochs: int = 1, lr: float = 1e-3, masks=None, on_step=None,
-              wrap_optimizer=None, max_train_batches=None, steps_per_epoch: int = 6) -> dict:
-    """A stand-in for ``context.train`` with the same keyword interface as the lead's ``train_model``."""
+              wrap_optimizer=None, max_train_batches=None, steps_per_epoch: int = 6, select_from_epoch=0) -> dict:
+    """A stand-in for ``context.train`` with the same keyword interface as the lead's ``train_model`` (it keeps
+    the last weights, so ``select_from_epoch`` has nothing to select)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     if wrap_optimizer is not None:
         opt = wrap_optimizer(model, opt, steps_per_epoch)

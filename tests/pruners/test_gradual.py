@@ -67,3 +67,66 @@ def test_bad_params():
         PRUNER.params_model(epochs=2, end_epoch=3)
     with pytest.raises(ValueError, match="after"):
         PRUNER.params_model(epochs=3, start_epoch=2, end_epoch=1)
+
+
+def _real_context(registry, calls):
+    """The cell's own training loop (train_model with best-epoch restore) on a small synthetic series."""
+    from tsbench_core.data import Windows
+    from tsbench_core.spec import TrainingConfig
+    from tsbench_core.steps.prune import prune_context
+
+    dataset = registry.records["dataset"]["synthetic"].plugin
+    splits = dataset.load(dataset.params_model(length=400, n_vars=2, periods=[12]), Windows(16, 8, 8), None)
+    model_plugin = registry.records["model"]["dlinear"].plugin
+    params = model_plugin.params_model()
+    training = TrainingConfig(epochs=1, batch_size=16, lr=1e-3, patience=5, max_train_batches=4)
+    context = prune_context("dlinear", params, splits, training, 0, None)
+    real_train = context.train
+
+    def train(model, **kwargs):
+        kept = {n: p.detach().clone() for n, p in model.named_parameters()}
+        outcome = real_train(model, **kwargs)
+        calls.append({"kwargs": kwargs, "outcome": outcome, "before": kept})
+        return outcome
+
+    context.train = train
+    torch.manual_seed(0)
+    return model_plugin.build(params, splits.shape), context
+
+
+@pytest.mark.parametrize("end_epoch", [2.0, 3.0])
+def test_the_stored_model_is_trained_under_its_final_mask(registry, one_torch_thread, monkeypatch, tmp_path,
+                                                          end_epoch):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    model, context = _real_context(registry, calls)
+    params = PRUNER.params_model(epochs=3, lr=1e-3, end_epoch=end_epoch, init_sparsity=0.1)
+    result = PRUNER.prune(model, 0.5, params, context)
+    info = result.info
+    zeros = {n: (p == 0) for n, p in model.named_parameters() if n in result.masks}
+    total = sum(int(z.sum()) for z in zeros.values()) / sum(z.numel() for z in zeros.values())
+    assert total == pytest.approx(0.5, abs=0.01)
+    assert calls[0]["kwargs"]["select_from_epoch"] == 2  # candidates: epochs after the last sparsity update
+    assert calls[0]["outcome"]["best_epoch"] >= 2
+    if end_epoch == 2.0:  # a full epoch ran under the final mask: that is the model kept
+        assert info["sparsity_of_kept_weights"] == pytest.approx(0.5, abs=0.01)
+        assert info["masked_by_finalize"] is False and info["fine_tuned_under_final_mask"] is None
+        assert len(calls) == 1
+    else:  # the last update falls in the last epoch: fine-tuned again, under the final mask
+        assert "no full epoch" in info["fine_tuned_under_final_mask_because"]
+        assert len(calls) == 2
+        retrain = calls[1]["kwargs"]
+        assert retrain["epochs"] == params.final_epochs
+        assert all(torch.equal(retrain["masks"][n], ~zeros[n]) for n in zeros)
+        moved = any(not torch.equal(p.detach(), calls[1]["before"][n]) for n, p in model.named_parameters())
+        assert moved and info["fine_tuned_under_final_mask"]["epochs_run"] == params.final_epochs
+
+
+def test_bench_refuses_gradual_magnitude_with_one_clear_line(capsys):
+    from tsbench_core.cli import main
+
+    code = main(["bench", "--model", "dlinear", "--pruner", "gradual-magnitude", "--repeats", "1", "--warmup", "0",
+                 "--batch-size", "2", "--seq-len", "16", "--label-len", "8", "--pred-len", "8"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "prunes while training" in err and "tsbench run" in err

@@ -18,6 +18,7 @@ EXAMPLES = (
     "tsbench results                                  # a table of every stored cell",
     "tsbench results --format markdown --spec quickstart",
     "tsbench results --format jsonl | jq .mse         # one JSON object per cell, every column",
+    "tsbench results --failed                         # failed cells: error and traceback",
 )
 
 
@@ -27,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "csv", "jsonl", "markdown"), default="table",
                         help="table: summary columns for people; csv/jsonl: every column, for programs; "
                              "markdown: the summary columns for documents")
+    parser.add_argument("--failed", action="store_true",
+                        help="only the failed cells; as a table: each one's error and traceback (the details "
+                             "column); rerun them with `tsbench run --retry-failed`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
             known = ", ".join(store.spec_names()) or "none"
             raise UserError(f"--spec {args.spec!r}: no rows for that spec in {args.store} (stored specs: {known})")
         rows = store.rows(args.spec)
+    if args.failed:
+        rows = [r for r in rows if r.get("status") == "failed"]
+        if args.format == "table":
+            sys.stdout.write(failure_report(rows))
+            return EXIT_OK
     if args.format == "table":
         console().print(rich_table(rows, title=f"{len(rows)} cells in {args.store}"))
     else:
@@ -47,3 +56,17 @@ def run(args: argparse.Namespace) -> int:
                                                           "markdown": to_markdown}[args.format]
         sys.stdout.write(writer(rows))
     return EXIT_OK
+
+
+def failure_report(rows: list[dict[str, Any]]) -> str:
+    """Each failed cell: what it is, its error, and the traceback stored with it."""
+    if not rows:
+        return "no failed cells\n"
+    parts = []
+    for r in rows:
+        label = " ".join(str(r.get(k)) for k in ("spec_name", "dataset", "pred_len", "model", "pruner",
+                                                 "target_sparsity", "runtime", "batch_size"))
+        details = (r.get("details") or "(no traceback stored: a row from before tsbench kept them)").rstrip()
+        parts.append(f"{r['cell_key']}  {label}\n  error: {r.get('error')}\n"
+                     + "".join(f"    {line}\n" for line in details.splitlines()))
+    return "\n".join(parts) + f"\n{len(rows)} failed cells; rerun them with: tsbench run SPEC --retry-failed\n"

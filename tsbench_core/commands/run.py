@@ -31,7 +31,10 @@ EXAMPLES = (
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec JSON files, all validated before any runs")
     parser.add_argument("--store", default=str(DEFAULT_STORE), metavar="FILE", help="SQLite results file")
-    parser.add_argument("--force", action="store_true", help="redo stored cells (and rebuild their checkpoints)")
+    redo = parser.add_mutually_exclusive_group()
+    redo.add_argument("--force", action="store_true", help="redo stored cells (and rebuild their checkpoints)")
+    redo.add_argument("--retry-failed", action="store_true",
+                      help="run only the cells stored as failed (a plain run also retries them, and runs new cells)")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and counts, run nothing")
     parser.add_argument("--data-dir", metavar="DIR",
                         help=f"folder with the dataset files; wins over ${DATA_DIR_ENV}, which wins over the spec's "
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     with Store(args.store) as store:
         if args.dry_run:
             for spec in specs:
-                cells, todo = plan(spec, store, plugins, force=args.force, only=only)
+                cells, todo = plan(spec, store, plugins, force=args.force, only=only,
+                                   retry_failed=args.retry_failed)
                 listed = [{"key": c.key, "label": c.label(), "status": "run" if c in todo else "cached"}
                           for c in cells]
                 report.append({"spec": spec.name, "cells": listed, "total": len(cells), "to_run": len(todo),
@@ -89,16 +93,18 @@ def run(args: argparse.Namespace) -> int:
             progress = NullProgress() if quiet else RichProgress(out)
             with progress:
                 summary = run_spec(spec, store, registry=plugins, force=args.force, data_dir=args.data_dir,
-                                   executor=executor, progress=progress, only=only)
+                                   executor=executor, progress=progress, only=only, retry_failed=args.retry_failed)
             failed += summary.failed
-            ran = summary.total - summary.cached
+            ran = summary.total - summary.cached - summary.elsewhere
             report.append({"spec": spec.name, "run_id": summary.run_id, "total": summary.total,
-                           "cached": summary.cached, "run": ran, "statuses": dict(summary.statuses),
+                           "cached": summary.cached, "run": ran, "by_another_run": summary.elsewhere,
+                           "statuses": dict(summary.statuses),
                            "failures": [{"cell": label, "error": error} for label, error in summary.failures]})
             if args.json:
                 continue
-            out.print(styled((spec.name, "bold"), f": {summary.total} cells — {summary.cached} cached, {ran} run"
-                             + "".join(f", {n} {s}" for s, n in sorted(summary.statuses.items()))))
+            elsewhere = f", {summary.elsewhere} by another run" if summary.elsewhere else ""
+            out.print(styled((spec.name, "bold"), f": {summary.total} cells — {summary.cached} cached{elsewhere}, "
+                             f"{ran} run" + "".join(f", {n} {s}" for s, n in sorted(summary.statuses.items()))))
             for label, error in summary.failures:
                 out.print(styled("  ", (label, "red"), f": {error}"))
             if not quiet:

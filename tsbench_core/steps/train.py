@@ -107,12 +107,15 @@ def train_model(
     on_step: StepHook | None = None,
     wrap_optimizer: OptimizerHook | None = None,
     progress: Progress | None = None,
+    select_from_epoch: int = 0,
 ) -> TrainOutcome:
     """Train in place and leave the best (lowest validation loss) weights in ``model``.
 
     ``epochs``/``lr``/``max_train_batches`` override the config (fine-tuning). ``masks`` are re-applied after
     every optimizer step; ``on_step(epoch_progress)`` is called after each step; ``wrap_optimizer(model, opt,
-    steps_per_epoch)`` may replace the optimizer (e.g. a SparseML manager).
+    steps_per_epoch)`` may replace the optimizer (e.g. a SparseML manager). ``select_from_epoch``: epochs before
+    it (0-based) are never restored and do not count towards early stopping (pruning during training: only
+    epochs under the final mask are candidates); the last epoch is always a candidate.
     """
     progress = progress or NullProgress()
     epochs = config.epochs if epochs is None else epochs
@@ -134,6 +137,7 @@ def train_model(
     outcome = TrainOutcome(epochs_run=0, best_epoch=-1, best_val_loss=math.inf)
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
+    first_candidate = min(max(select_from_epoch, 0), max(epochs - 1, 0))
     epoch_task = progress.task("epochs", total=epochs)
     for epoch in range(epochs):
         for group in optimizer.param_groups:
@@ -174,6 +178,8 @@ def train_model(
         outcome.val_losses.append(val)
         outcome.epochs_run = epoch + 1
         epoch_task.advance()
+        if epoch < first_candidate:
+            continue
         if val < outcome.best_val_loss:
             outcome.best_val_loss, outcome.best_epoch, stale = val, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
