@@ -21,10 +21,12 @@ def driver_env(lock_dir: Path) -> dict[str, str]:
             "TSBENCH_LOCK_DIR": str(lock_dir)}
 
 
-def start_driver(spec: Path, db: Path, lock_dir: Path, go: Path | None = None) -> subprocess.Popen:
+def start_driver(spec: Path, db: Path, lock_dir: Path, go: Path | None = None,
+                 started: Path | None = None) -> subprocess.Popen:
+    """A run in its own process; it creates ``started`` (if given) when its imports are done."""
     cmd = [sys.executable, str(DRIVER), str(spec), str(db)] + ([str(go)] if go else [])
-    return subprocess.Popen(cmd, cwd=REPO, env=driver_env(lock_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    env = driver_env(lock_dir) | ({"STARTED_FILE": str(started)} if started else {})
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_together(spec: Path, db: Path, lock_dir: Path, count: int, timeout: float = 300) -> list[dict[str, Any]]:

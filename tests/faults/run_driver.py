@@ -1,6 +1,7 @@
 """A tsbench run in its own process, for the fault tests: waits for a start signal, prints its summary as JSON.
 
-Usage: python run_driver.py SPEC STORE [GO_FILE]
+Usage: python run_driver.py SPEC STORE [GO_FILE]; with $STARTED_FILE set, that file is created right before the run
+starts (after the imports), so a test can kill the run at a chosen time into its work.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
         Path(f"{go}.ready.{os.getpid()}").touch()
         while not go.exists():
             time.sleep(0.01)
+    if os.environ.get("STARTED_FILE"):
+        Path(os.environ["STARTED_FILE"]).touch()
     summary = run(spec, store, leases=LeasePolicy(heartbeat_s=0.5, grace_s=5.0, poll_s=0.1))
     print(json.dumps({"pid": os.getpid(), "computed": summary.computed, "elsewhere": summary.elsewhere,
                       "cached": summary.cached, "statuses": dict(summary.statuses)}))
