@@ -10,7 +10,12 @@ models.
 A pruning entry with ``quantize`` gives cells that run the INT8 quantization of the same pruned weights: the
 weights (and their ``prune_key``) are shared with the fp32 cells, the quantize config enters the ``cell_key``
 only (cells without it keep the keys they always had), and their dense reference is the fp32 dense cell of the
-same runtime. Every distinct quantize config also gets a dense INT8 cell per runtime and batch size.
+same runtime. Every distinct quantize config also gets a dense INT8 cell per runtime and batch size its entries
+run on.
+
+A pruning entry's ``runtimes`` and ``batch_sizes`` restrict where its cells run (e.g. structured pruning on dense
+kernels only, batch 1 only at some densities); the fp32 dense references always run on every runtime and batch
+size of the spec, so every cell has its reference.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from tsbench_core.registry import Registry
-from tsbench_core.spec import DatasetEntry, FineTuneConfig, QuantizeConfig, Spec, TimingConfig, TrainingConfig
+from tsbench_core.spec import (
+    DatasetEntry,
+    FineTuneConfig,
+    PruningEntry,
+    QuantizeConfig,
+    RuntimeEntry,
+    Spec,
+    TimingConfig,
+    TrainingConfig,
+)
 
 DENSE = "dense"
 
@@ -155,32 +169,53 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                 train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), seed,
                                  spec.data_dir)
                 dense = PruneJob(train, DENSE, 0.0, {}, None)
-                jobs: list[tuple[PruneJob, QuantizeConfig | None]] = [(dense, None)]
-                jobs += [(dense, q) for q in _distinct_quantize(spec)]
+                everywhere = _targets(spec, spec.runtimes, spec.timing.batch_sizes)
+                jobs: list[tuple[PruneJob, QuantizeConfig | None, list[tuple[RuntimeEntry, int]]]]
+                jobs = [(dense, None, everywhere)]
+                jobs += [(dense, q, targets) for q, targets in _distinct_quantize(spec)]
                 for entry in spec.pruning:
                     pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
                     jobs += [
-                        (PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune), entry.quantize)
+                        (PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune), entry.quantize,
+                         entry_targets(spec, entry))
                         for sparsity in entry.sparsity_list()
                     ]
-                for job, quantize in jobs:
-                    for runtime in spec.runtimes:
+                for job, quantize, targets in jobs:
+                    for runtime, batch_size in targets:
                         rt_params = _params(registry, "runtime", runtime.plugin, runtime.params).model_dump(
                             mode="json"
                         )
-                        for batch_size in spec.timing.batch_sizes:
-                            cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
-                                              spec.timing, quantize))
+                        cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
+                                          spec.timing, quantize))
     return _unique(cells)
 
 
-def _distinct_quantize(spec: Spec) -> list[QuantizeConfig]:
-    """The distinct quantize configs of the pruning entries, in spec order (one dense INT8 cell each)."""
-    seen: dict[str, QuantizeConfig] = {}
+def _targets(spec: Spec, runtimes: list[RuntimeEntry], batch_sizes: list[int]) -> list[tuple[RuntimeEntry, int]]:
+    """(runtime, batch size) pairs in spec order: runtime-major, as the cells have always been listed."""
+    return [(r, b) for r in runtimes for b in spec.timing.batch_sizes if b in batch_sizes]
+
+
+def entry_targets(spec: Spec, entry: PruningEntry) -> list[tuple[RuntimeEntry, int]]:
+    """Where a pruning entry's cells run: its ``runtimes`` and ``batch_sizes`` if given, else all of the spec's."""
+    names = entry.runtimes
+    runtimes = [r for r in spec.runtimes if names is None or r.plugin in names]
+    return _targets(spec, runtimes, entry.batch_sizes or spec.timing.batch_sizes)
+
+
+def _union_targets(spec: Spec, entries: list[PruningEntry]) -> list[tuple[RuntimeEntry, int]]:
+    """Every (runtime, batch size) that some of ``entries`` runs on, in spec order (a dense cell shared by them)."""
+    wanted = {(id(r), b) for entry in entries for r, b in entry_targets(spec, entry)}
+    return [(r, b) for r, b in _targets(spec, spec.runtimes, spec.timing.batch_sizes) if (id(r), b) in wanted]
+
+
+def _distinct_quantize(spec: Spec) -> list[tuple[QuantizeConfig, list[tuple[RuntimeEntry, int]]]]:
+    """The distinct quantize configs of the pruning entries, in spec order, each with where its dense INT8 cells
+    run: wherever an entry with that config runs."""
+    seen: dict[str, tuple[QuantizeConfig, list[PruningEntry]]] = {}
     for entry in spec.pruning:
         if entry.quantize is not None:
-            seen.setdefault(entry.quantize.model_dump_json(), entry.quantize)
-    return list(seen.values())
+            seen.setdefault(entry.quantize.model_dump_json(), (entry.quantize, []))[1].append(entry)
+    return [(quantize, _union_targets(spec, entries)) for quantize, entries in seen.values()]
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:

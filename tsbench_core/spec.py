@@ -179,8 +179,15 @@ class QuantizeConfig(StrictModel):
         return data
 
 
+ENTRY_OPTIONAL_FIELDS = ("quantize", "runtimes", "batch_sizes")
+
+
 class PruningEntry(StrictModel):
-    """A pruner applied at each target sparsity, optionally followed by fine-tuning and INT8 quantization."""
+    """A pruner applied at each target sparsity, optionally followed by fine-tuning and INT8 quantization.
+
+    ``runtimes`` (plugin names of the spec's runtimes) and ``batch_sizes`` (some of the spec's timing batch
+    sizes) restrict this entry's cells; unset, the entry runs on every runtime at every batch size. The dense
+    references always run on all of them."""
 
     pruner: str
     sparsities: Annotated[
@@ -190,13 +197,17 @@ class PruningEntry(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     fine_tune: FineTuneConfig | None = None
     quantize: QuantizeConfig | None = None
+    runtimes: list[str] | None = Field(default=None, min_length=1)
+    batch_sizes: list[PositiveInt] | None = Field(default=None, min_length=1)
 
     @model_serializer(mode="wrap")
-    def _without_unset_quantize(self, handler: Any) -> Any:
-        # entries without quantize dump as before, so the hashes of existing specs do not change
+    def _without_unset_options(self, handler: Any) -> Any:
+        # entries without these options dump as before, so the hashes of existing specs do not change
         data = handler(self)
-        if self.quantize is None and isinstance(data, dict):
-            data.pop("quantize", None)
+        if isinstance(data, dict):
+            for name in ENTRY_OPTIONAL_FIELDS:
+                if getattr(self, name) is None:
+                    data.pop(name, None)
         return data
 
     def sparsity_list(self) -> list[float]:
@@ -363,9 +374,28 @@ def validate_against(spec: Spec, registry: Registry, source: str) -> None:
         check("pruner", entry.pruner, entry.params, f"pruning[{i}]", "pruner")
     for i, entry in enumerate(spec.runtimes):
         check("runtime", entry.plugin, entry.params, f"runtimes[{i}]", "plugin")
+    problems.extend(_entry_target_problems(spec))
     problems.extend(check_pruners_against_models(spec, registry, source))
     if problems:
         raise SpecProblems(source, problems)
+
+
+def _entry_target_problems(spec: Spec) -> list[str]:
+    """A pruning entry's ``runtimes``/``batch_sizes`` must name the spec's own (the dense references run there)."""
+    runtimes = [r.plugin for r in spec.runtimes]
+    sizes = spec.timing.batch_sizes
+    problems = []
+    for i, entry in enumerate(spec.pruning):
+        for j, name in enumerate(entry.runtimes or []):
+            if name not in runtimes:
+                problems.append(f"pruning[{i}].runtimes[{j}]: {name!r} is not one of the spec's runtimes "
+                                f"({', '.join(runtimes)}); add it to 'runtimes' or remove it here")
+        for j, size in enumerate(entry.batch_sizes or []):
+            if size not in sizes:
+                problems.append(f"pruning[{i}].batch_sizes[{j}]: {size} is not one of timing.batch_sizes "
+                                f"({', '.join(map(str, sizes))}), where the dense references run; add it there "
+                                "or remove it here")
+    return problems
 
 
 def _split(where: str) -> tuple[Any, ...]:
