@@ -29,10 +29,11 @@ from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
-from tsbench_core.steps.measure import int8_plan, measure, measure_quantized
+from tsbench_core.steps.measure import Prepared, int8_plan, prepare_fp32, prepare_int8, time_prepared
 from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
 from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
+from tsbench_core.variants import variant_label
 
 
 @dataclass
@@ -265,42 +266,104 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "batch_size": cell.batch_size,
         "quantize": cell.quantize.method if cell.quantize is not None else None,
         "dense_cell_key": None if cell.is_reference else cell.dense_key,
+        "train_key": train.key,
+        "prune_key": cell.prune.key,
         "host": socket.gethostname(),
     }
+
+
+@dataclass
+class CellModels:
+    """What a cell's measurement starts from: its (pruned) model and data, the dense reference model it is
+    timed beside (none for a reference cell), and the QAT result of a ``sparseml-qat`` cell."""
+
+    artifact: Artifact
+    splits: DatasetSplits
+    model: nn.Module
+    dense: nn.Module | None = None
+    qat: Any = None
+
+
+def cell_models(ws: Workspace, cell: Cell, *, with_reference: bool = True) -> CellModels:
+    """Train, prune and fine-tune (or find stored) what ``cell`` measures."""
+    artifact = pruned_artifact(ws, cell.prune)
+    splits = load_splits(ws, cell.prune.train)
+    model = load_model(ws, cell.prune, artifact, splits)
+    qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
+        if cell.quantize is not None and cell.quantize.method == "sparseml-qat" else None
+    dense = None
+    if with_reference and not cell.is_reference:
+        dense = load_model(ws, cell.prune.dense, dense_artifact(ws, cell.prune.train), splits)
+    return CellModels(artifact, splits, model, dense, qat)
+
+
+def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
+    """The cell's session on its runtime, gated (fp32 against torch eager; INT8 quantized, gated with the
+    relative tolerance and its test accuracy measured through the runtime)."""
+    runtime = ws.plugins().records["runtime"][cell.runtime].plugin
+    workdir = ws.artifacts / "runtime" / cell.key
+    runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
+    if cell.quantize is None:
+        return prepare_fp32(models.model, runtime, runtime_params, models.splits.test, cell.batch_size,
+                            cell.timing, workdir)
+    return prepare_int8(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
+                        cell.quantize, workdir, qat=models.qat,
+                        max_eval_batches=cell.prune.train.training.max_eval_batches,
+                        calibration_seed=cell.prune.train.seed)
+
+
+def prepare_reference(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
+    """The dense fp32 model on the cell's runtime, gated: the reference a cell is timed beside."""
+    assert models.dense is not None
+    runtime = ws.plugins().records["runtime"][cell.runtime].plugin
+    runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
+    return prepare_fp32(models.dense, runtime, runtime_params, models.splits.test, cell.batch_size, cell.timing,
+                        ws.artifacts / "runtime" / cell.key / "dense-pair")
+
+
+def _paired_reference(ws: Workspace, cell: Cell, models: CellModels, info: dict[str, Any]) -> Prepared | None:
+    """The prepared reference, or None (with the reason in ``info``) when it cannot run: the cell is then
+    timed alone and gets no speedup (the reference cell's own row reports the problem)."""
+    if models.dense is None:
+        return None
+    try:
+        return prepare_reference(ws, cell, models)
+    except Exception as exc:
+        info["timing_pair_error"] = str(exc) if isinstance(exc, TsbenchError) else f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
     """Everything about one cell as a store row; failures become a failed (or skipped) row, never an exception.
 
-    The model steps hold the host lock shared, the measurement (gate and timing) exclusively: no timing runs
-    beside other work of any tsbench process on this host. ``runtime_info.host_lock`` says so in the row."""
+    prepare → gate → time (interleaved with its dense reference: the speedup is that pair's) → row. The model
+    steps hold the host lock shared, the measurement (gate and timing) exclusively: no timing runs beside other
+    work of any tsbench process on this host. ``runtime_info.host_lock`` says so in the row."""
     row = base_row(cell)
+    row["variant"] = variant_label(cell, ws.plugins())
     row["started_at"] = time.time()
     try:
         if cell.quantize is not None:  # INT8 this runtime cannot compute correctly on this CPU: skipped, no work
             int8_plan(ws.plugins().records["runtime"][cell.runtime].plugin, cell.quantize)
         with host_lock(ws.lock_dir, exclusive=False):
-            artifact = pruned_artifact(ws, cell.prune)
-            row |= model_columns(artifact)
+            models = cell_models(ws, cell)
+            row |= model_columns(models.artifact)
             if cell.quantize is not None:  # the fp32 figures are not this cell's: measured through the runtime
                 row |= dict.fromkeys(("mse", "mae", "mse_original", "mae_original"))
-            splits = load_splits(ws, cell.prune.train)
-            model = load_model(ws, cell.prune, artifact, splits)
-            qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
-                if cell.quantize is not None and cell.quantize.method == "sparseml-qat" else None
-        runtime = ws.plugins().records["runtime"][cell.runtime].plugin
-        workdir = ws.artifacts / "runtime" / cell.key
-        runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
         with host_lock(ws.lock_dir, exclusive=True) as waited:
             held_from = time.time()
-            if cell.quantize is None:
-                row |= measure(model, runtime, runtime_params, splits.test, cell.batch_size, cell.timing, workdir)
-            else:  # accuracy measured through the runtime replaces the fp32 torch figures
-                row |= measure_quantized(model, runtime, runtime_params, splits, cell.batch_size, cell.timing,
-                                         cell.quantize, workdir, qat=qat,
-                                         max_eval_batches=cell.prune.train.training.max_eval_batches,
-                                         calibration_seed=cell.prune.train.seed)
-                row["runtime_info"]["fp32_metrics"] = artifact.meta["metrics"]
+            prepared = prepare_cell(ws, cell, models)
+            reference = None
+            try:
+                reference = _paired_reference(ws, cell, models, prepared.info)
+                row |= time_prepared(prepared, cell.timing, reference, None if reference is None else cell.dense_key)
+            finally:
+                prepared.close()
+                if reference is not None:
+                    reference.close()
+            row |= prepared.finish()
+            if cell.quantize is not None:
+                row["runtime_info"]["fp32_metrics"] = models.artifact.meta["metrics"]
             held_to = time.time()
         row["runtime_info"]["host_lock"] = {"exclusive": True, "waited_s": round(waited, 3), "from": held_from,
                                             "to": held_to}

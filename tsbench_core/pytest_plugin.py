@@ -2,20 +2,20 @@
 
     pytest --tsbench-spec specs/quickstart.json --benchmark-json out.json
 
-Each (dataset, horizon, model, pruner, sparsity, runtime, batch size) cell becomes one test item whose id reads
-like ``synthetic-H24-dlinear-magnitude@0.5-onnxruntime-bs32``. The item prepares the cell exactly as
-``tsbench run`` does — dense training and pruning through the pipeline (checkpoints cached under
-``--tsbench-store``, shared with ``tsbench run --store DIR/results.db``), the runtime session built from the
-pruned model, the correctness gate against torch eager — and only then times ``session.run`` with the spec's
-warmup and repeats (``benchmark.pedantic``), or with pytest-benchmark's own calibration given
-``--tsbench-calibrate``. A gate failure fails the item; an unavailable runtime skips it.
+Each cell of the spec becomes one test item whose id reads like
+``synthetic-H24-dlinear-seed0-magnitude-s0.5-block_4-int8-onnxruntime-bs32`` (``-k`` selects on it). The item
+prepares the cell with the measure step of ``tsbench run`` (``pipeline.cell_models`` + ``prepare_cell``): dense
+training and pruning through the pipeline (checkpoints cached under ``--tsbench-store``, shared with
+``tsbench run --store DIR/results.db``), the runtime session — an INT8 cell's quantized graph — and the correctness
+gate; only then it times ``session.run`` on the batch `tsbench run` times, with the spec's warmup and repeats
+(``benchmark.pedantic``), or with pytest-benchmark's own calibration given ``--tsbench-calibrate``. A gate failure
+fails the item; an unavailable runtime skips it.
 
 Nothing heavy (torch, the registry) is imported unless ``--tsbench-spec`` is given.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +91,25 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
-def cell_id(cell: Any) -> str:
-    """A readable, shell-friendly id: ``dataset-H<horizon>-model-pruner[@sparsity]-runtime-bs<batch>``."""
+def cell_id(cell: Any, variant: str = "") -> str:
+    """A readable id that ``-k`` can select (no ``@``, ``=`` or spaces):
+    ``dataset-H<horizon>-model-seed<seed>-pruner[-s<sparsity>][-<variant>][-int8|-qat]-runtime-bs<batch>``."""
     train = cell.prune.train
-    pruner = cell.prune.pruner if cell.prune.pruner == "dense" else f"{cell.prune.pruner}@{cell.prune.sparsity:g}"
-    return f"{train.dataset.plugin}-H{train.pred_len}-{train.model}-{pruner}-{cell.runtime}-bs{cell.batch_size}"
+    parts = [train.dataset.plugin, f"H{train.pred_len}", train.model, f"seed{train.seed}", cell.prune.pruner]
+    if cell.prune.pruner != "dense":
+        parts.append(f"s{cell.prune.sparsity:g}")
+    if variant:
+        parts.append(_id_safe(variant))
+    if cell.quantize is not None:
+        parts.append("qat" if cell.quantize.method == "sparseml-qat" else "int8")
+    parts += [cell.runtime, f"bs{cell.batch_size}"]
+    return "-".join(parts)
+
+
+def _id_safe(text: str) -> str:
+    """``block=4 runtime.opset=17`` as ``block_4.runtime.opset_17``: only characters a ``-k`` name may hold."""
+    out = text.replace("=", "_").replace(" ", ".")
+    return "".join(ch if ch.isalnum() or ch in "_.:+-[]/" else "_" for ch in out)
 
 
 class SpecFile(pytest.File):
@@ -112,11 +126,13 @@ class SpecFile(pytest.File):
             spec = load_spec(self.path, registry)
         except UserError as exc:
             raise SpecError(str(exc)) from None
+        from tsbench_core.variants import variant_label
+
         seen: dict[str, int] = {}
         for cell in expand(spec, registry):
-            name = cell_id(cell)
+            name = cell_id(cell, variant_label(cell, registry, with_model=False))
             seen[name] = seen.get(name, 0) + 1
-            if seen[name] > 1:  # two runtime entries with different params: keep ids unique
+            if seen[name] > 1:  # two entries of one model plugin, or options the id leaves out: keep ids unique
                 name = f"{name}-{seen[name]}"
             yield pytest.Function.from_parent(self, name=name, callobj=_cell_test(state, cell))
 
@@ -139,15 +155,12 @@ def _cell_test(state: _SpecState, cell: Any) -> Any:
 
 
 def _benchmark_cell(state: _SpecState, cell: Any, benchmark: Any) -> None:
-    import copy
-
-    import torch
-
-    from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
-    from tsbench_core.pipeline import load_model, load_splits, pruned_artifact
+    """The cell prepared and gated by the measure step of `tsbench run` (INT8 cells quantized, gated and their
+    accuracy measured through the runtime), then its session timed by pytest-benchmark on the same batch with
+    the spec's warm-up and repeats."""
+    from tsbench_core.errors import RuntimeUnavailable, TsbenchError
+    from tsbench_core.pipeline import cell_models, prepare_cell
     from tsbench_core.protocols import availability_of
-    from tsbench_core.steps.measure import static_batches
-    from tsbench_core.verify import verify_session
 
     ws = state.workspace()
     runtime = ws.plugins().records["runtime"][cell.runtime].plugin
@@ -157,47 +170,35 @@ def _benchmark_cell(state: _SpecState, cell: Any, benchmark: Any) -> None:
     timing = cell.timing
     problem: str | None = None
     try:
-        artifact = pruned_artifact(ws, cell.prune)
-        splits = load_splits(ws, cell.prune.train)
-        model = load_model(ws, cell.prune, artifact, splits).cpu().eval()
-        threads = timing.threads or os.cpu_count() or 1
-        batches = static_batches(splits.test, cell.batch_size, timing.verify_batches)
-        example = tuple(torch.from_numpy(a) for a in batches[0])
-        params = ws.params("runtime", cell.runtime, cell.runtime_params)
-        session = runtime.prepare(copy.deepcopy(model), example, params, threads=threads,
-                                  workdir=ws.artifacts / "runtime" / cell.key)
+        models = cell_models(ws, cell, with_reference=False)
+        prepared = prepare_cell(ws, cell, models)
     except RuntimeUnavailable as exc:
         pytest.skip(str(exc))
-    except TsbenchError as exc:  # a failed step, or a user mistake such as a missing data file
+    except TsbenchError as exc:  # a failed step or gate, or a user mistake such as a missing data file
         problem = str(exc)
     if problem is not None:  # failed outside the except block: no chained traceback in the report
         pytest.fail(f"{cell.label()}: {problem}", pytrace=False)
     try:
-        try:
-            max_err = verify_session(session, model, batches, atol=timing.atol, rtol=timing.rtol)
-        except CellError as exc:
-            problem = str(exc)
-        if problem is not None:
-            pytest.fail(f"{cell.label()}: {problem}", pytrace=False)
-        _describe(benchmark, cell, artifact.meta, threads, max_err)
-        inputs = list(batches[0])
+        _describe(benchmark, cell, models.artifact.meta, prepared)
         if state.calibrate:
-            benchmark(session.run, inputs)
+            benchmark(prepared.session.run, prepared.inputs)
         else:
-            benchmark.pedantic(session.run, args=(inputs,), rounds=timing.repeats, warmup_rounds=timing.warmup,
-                               iterations=1)
+            benchmark.pedantic(prepared.session.run, args=(prepared.inputs,), rounds=timing.repeats,
+                               warmup_rounds=timing.warmup, iterations=1)
     finally:
-        session.close()
+        prepared.close()
 
 
-def _describe(benchmark: Any, cell: Any, meta: dict[str, Any], threads: int, max_err: float) -> None:
+def _describe(benchmark: Any, cell: Any, meta: dict[str, Any], prepared: Any) -> None:
     """Group and extra_info of a cell's benchmark: enough for `tsbench report` to match it with the store."""
     from tsbench_core.pipeline import model_columns
     from tsbench_core.steps.artifacts import Artifact
 
     train = cell.prune.train
-    columns = model_columns(Artifact(cell.prune.key, Path(), meta))
-    benchmark.group = f"{train.dataset.plugin} H{train.pred_len} {train.model} {cell.runtime} bs{cell.batch_size}"
+    columns = {**model_columns(Artifact(cell.prune.key, Path(), meta)), **prepared.columns}
+    precision = "fp32" if cell.quantize is None else "int8"
+    benchmark.group = (f"{train.dataset.plugin} H{train.pred_len} {train.model} {cell.runtime} {precision} "
+                       f"bs{cell.batch_size}")
     benchmark.extra_info.update({
         "tsbench_spec": cell.spec_name,
         "cell_key": cell.key,
@@ -205,13 +206,17 @@ def _describe(benchmark: Any, cell: Any, meta: dict[str, Any], threads: int, max
         "dataset": train.dataset.plugin,
         "pred_len": train.pred_len,
         "model": train.model,
+        "seed": train.seed,
         "pruner": cell.prune.pruner,
         "target_sparsity": cell.prune.sparsity,
+        "quantize": cell.quantize.method if cell.quantize is not None else None,
         "achieved_sparsity": columns["achieved_sparsity"],
         "macs_effective": columns["macs_effective"],
-        "mse": columns["mse"],
+        "mse": columns["mse"],  # an INT8 cell's: measured through the runtime, as `tsbench run` stores it
         "runtime": cell.runtime,
         "batch_size": cell.batch_size,
-        "threads": threads,
-        "max_abs_err_vs_torch": max_err,
+        "threads": prepared.threads,
+        "prepare_s": prepared.prepare_s,
+        "max_abs_err_vs_torch": columns["max_abs_err_vs_torch"],
+        "rel_err_vs_torch": columns.get("rel_err_vs_torch"),
     })

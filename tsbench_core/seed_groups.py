@@ -15,7 +15,7 @@ Row = dict[str, Any]
 
 # what makes two rows the same setting (a timed cell without its seed) ...
 SETTING_FIELDS = ("spec_name", "dataset", "seq_len", "label_len", "pred_len", "model", "pruner", "target_sparsity",
-                  "fine_tuned", "quantize", "runtime", "batch_size")
+                  "fine_tuned", "quantize", "variant", "runtime", "batch_size")
 # ... and the same model (accuracy does not depend on the runtime or batch size of fp32 cells)
 JOB_FIELDS = tuple(f for f in SETTING_FIELDS if f not in ("runtime", "batch_size"))
 # the rows a row's accuracy change is measured against share these fields and the seed

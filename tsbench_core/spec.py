@@ -221,6 +221,9 @@ class RuntimeEntry(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+TIMING_PROTOCOL_FIELDS = ("min_time_s", "rounds")
+
+
 class TimingConfig(StrictModel):
     """How every runtime is verified and timed."""
 
@@ -231,6 +234,20 @@ class TimingConfig(StrictModel):
     verify_batches: PositiveInt = 2
     atol: Annotated[float, Field(gt=0)] = 1e-3
     rtol: Annotated[float, Field(ge=0)] = 1e-3
+    # timed calls continue (in whole rounds) until this many seconds are timed per session, beyond `repeats`
+    min_time_s: Annotated[float, Field(ge=0)] = 0.0
+    rounds: PositiveInt = 4  # interleaved rounds of a cell and its dense reference
+
+    @model_serializer(mode="wrap")
+    def _without_default_protocol_fields(self, handler: Any) -> Any:
+        # fields added with the protocol of record dump only when set away from their default, so the cell keys
+        # of existing specs do not change
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in TIMING_PROTOCOL_FIELDS:
+                if data.get(name) == TimingConfig.model_fields[name].default:
+                    data.pop(name, None)
+        return data
 
 
 class Spec(StrictModel):

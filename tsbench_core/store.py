@@ -38,6 +38,9 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pruner", "TEXT"),
     ("target_sparsity", "REAL"),
     ("fine_tuned", "INTEGER"),
+    ("variant", "TEXT"),  # the non-default plugin options (variants.py): two variants of a plugin never merge
+    ("train_key", "TEXT"),
+    ("prune_key", "TEXT"),
     ("achieved_sparsity", "REAL"),
     ("sparsity_all", "REAL"),
     ("params_total", "INTEGER"),
@@ -55,9 +58,14 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_ms_median", "REAL"),
     ("latency_ms_p10", "REAL"),
     ("latency_ms_p90", "REAL"),
+    ("latency_ms_iqr", "REAL"),
+    ("latency_outliers", "INTEGER"),  # samples beyond the Tukey fences, counted, kept (raw samples in runtime_info)
+    ("latency_unstable", "INTEGER"),  # 1 when IQR / median > timing.UNSTABLE_IQR_FRACTION
+    ("prepare_s", "REAL"),  # session creation: export, compile, open
     ("throughput_samples_per_s", "REAL"),
     ("speedup_vs_dense", "REAL"),
     ("dense_cell_key", "TEXT"),
+    ("dense_latency_ms_paired", "REAL"),  # the dense reference's median, timed interleaved with this cell
     ("max_abs_err_vs_torch", "REAL"),
     ("rel_err_vs_torch", "REAL"),
     ("model_bytes", "INTEGER"),
@@ -267,15 +275,14 @@ class Store:
         return found
 
     def fill_speedups(self) -> None:
-        """Set ``speedup_vs_dense`` of every timed row whose dense reference (same runtime, batch size) is
-        timed: dense median latency / this row's median latency."""
+        """Set ``speedup_vs_dense`` of every row timed as a pair with its dense reference (``dense_cell_key``,
+        same process, host and threads, interleaved rounds): the paired dense median / this row's median. A
+        row without a paired timing (the pair could not run) has none; rows stored before pairs were timed keep
+        what they have."""
         with self._transaction() as conn:
             conn.execute(
-                """UPDATE cells SET speedup_vs_dense = (
-                       SELECT dense.latency_ms_median / cells.latency_ms_median FROM cells AS dense
-                       WHERE dense.cell_key = cells.dense_cell_key AND dense.status = 'ok'
-                         AND dense.latency_ms_median > 0)
-                   WHERE latency_ms_median > 0 AND dense_cell_key IS NOT NULL"""
+                """UPDATE cells SET speedup_vs_dense = dense_latency_ms_paired / latency_ms_median
+                   WHERE latency_ms_median > 0 AND dense_latency_ms_paired > 0 AND dense_cell_key IS NOT NULL"""
             )
 
     def get(self, key: str) -> dict[str, Any] | None:

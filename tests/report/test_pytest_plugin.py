@@ -17,10 +17,10 @@ from tsbench_core.report import write_report
 pytest_plugins = ["pytester"]
 
 EXPECTED_IDS = {
-    "synthetic-H8-dlinear-dense-torch-eager-bs4",
-    "synthetic-H8-dlinear-magnitude@0.5-torch-eager-bs4",
-    "synthetic-H8-transformer-dense-torch-eager-bs4",
-    "synthetic-H8-transformer-magnitude@0.5-torch-eager-bs4",
+    "synthetic-H8-dlinear-seed0-dense-torch-eager-bs4",
+    "synthetic-H8-dlinear-seed0-magnitude-s0.5-torch-eager-bs4",
+    "synthetic-H8-transformer-seed0-dense-torch-eager-bs4",
+    "synthetic-H8-transformer-seed0-magnitude-s0.5-torch-eager-bs4",
 }
 
 
@@ -58,7 +58,7 @@ def test_cells_become_benchmarks_with_valid_json(pytester: pytest.Pytester, repo
         assert (info["model"], info["pruner"], info["runtime"]) == (row["model"], row["pruner"], row["runtime"])
         assert info["achieved_sparsity"] == row["achieved_sparsity"] and info["mse"] == row["mse"]
         assert info["max_abs_err_vs_torch"] <= 1e-3
-        assert bench["group"] == f"synthetic H8 {info['model']} torch-eager bs4"
+        assert bench["group"] == f"synthetic H8 {info['model']} torch-eager fp32 bs4"
     # nothing was trained again: the run's checkpoints were found under --tsbench-store
     assert len(list((report_store.parent / "artifacts").glob("*"))) > 0
     # and `tsbench report` shows the pytest-benchmark medians beside the store's
@@ -79,8 +79,8 @@ def test_compare_across_runs(pytester: pytest.Pytester, report_store: Path, tmp_
     second = run_spec(pytester, report_store.parent, spec, storage, "--benchmark-compare=0001")
     second.assert_outcomes(passed=2)
     second.stderr.fnmatch_lines(["*Comparing against benchmarks from: *0001_*"])
-    second.stdout.fnmatch_lines(["*synthetic-H8-dlinear-dense-torch-eager-bs4 (0001*"])
-    second.stdout.fnmatch_lines(["*synthetic-H8-dlinear-dense-torch-eager-bs4 (NOW)*"])
+    second.stdout.fnmatch_lines(["*synthetic-H8-dlinear-seed0-dense-torch-eager-bs4 (0001*"])
+    second.stdout.fnmatch_lines(["*synthetic-H8-dlinear-seed0-dense-torch-eager-bs4 (NOW)*"])
 
 
 @pytest.mark.filterwarnings("ignore:Not saving anything")
@@ -141,8 +141,8 @@ def test_inert_without_a_spec(pytester: pytest.Pytester) -> None:
 
 
 def test_import_is_light() -> None:
-    """Module-level imports of the plugin are standard library and pytest only: torch, the registry and the
-    pipeline load when a spec is collected, not at every pytest start-up."""
+    """Module-level imports of the plugin are standard library, pytest and the light telemetry guard only: torch,
+    the registry and the pipeline load when a spec is collected, not at every pytest start-up."""
     import tsbench_core.pytest_plugin as plugin
 
     tree = ast.parse(Path(plugin.__file__).read_text(encoding="utf-8"))
@@ -151,5 +151,5 @@ def test_import_is_light() -> None:
         if isinstance(node, ast.Import):
             top |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "os", "pathlib", "typing", "pytest"}, top
+            top.add(node.module if node.module.startswith("tsbench_core") else node.module.split(".")[0])
+    assert top <= {"__future__", "os", "pathlib", "typing", "pytest", "tsbench_core.telemetry"}, top

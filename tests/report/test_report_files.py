@@ -119,7 +119,12 @@ def test_markdown_tables_hold_stored_numbers(report: tuple[Path, list[Path]],
         if row["pruner"] == "magnitude":
             dense = next(r for r in stored_rows if r["model"] == row["model"] and r["pruner"] == "dense")
             assert abs(row["achieved_sparsity"] - 0.5) < 0.02
-            speedup = dense["latency_ms_median"] / row["latency_ms_median"]
+            # the speedup is the pair's: the dense reference timed interleaved with this cell, recorded in the row
+            pair = row["runtime_info"]["timing"]["pair"]
+            assert pair["dense_cell_key"] == row["dense_cell_key"] == dense["cell_key"]
+            assert row["dense_latency_ms_paired"] == pytest.approx(float(np.median(pair["samples_ms"])))
+            speedup = row["dense_latency_ms_paired"] / row["latency_ms_median"]
+            assert row["speedup_vs_dense"] == pytest.approx(speedup)
             assert lat[5].endswith(f"({speedup:.2f}×)")
             change = 100.0 * (row["mse"] / dense["mse"] - 1.0)
             assert acc[11] == f"{change:+.1f}%" and len(acc) == 12

@@ -103,3 +103,44 @@ def test_gate_fails_on_nan_and_shape() -> None:
         verify_session(FuncSession(lambda x: np.full((2, 3), np.nan, np.float32)), ref, batches)
     with pytest.raises(CellError, match="shape"):
         verify_session(FuncSession(lambda x: np.zeros((2, 4), np.float32)), ref, batches)
+
+
+def test_quartiles_outliers_and_stability_follow_their_definitions() -> None:
+    lat = [10.0] * 8 + [10.5, 40.0]  # one far outlier; quartiles by numpy's linear interpolation
+    r = summarize(lat, batch_size=1)
+    q1, q3 = np.percentile(lat, [25, 75])
+    assert (r.q1_ms, r.q3_ms) == (pytest.approx(q1), pytest.approx(q3))
+    fences = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1))
+    assert r.outliers == sum(not fences[0] <= x <= fences[1] for x in lat) == 2  # counted...
+    assert r.samples_ms == tuple(lat) and r.mean_ms == pytest.approx(np.mean(lat))  # ...never dropped
+    assert not r.unstable  # IQR 0.125 ms on a 10 ms median
+    spread = summarize([8.0, 9.0, 10.0, 11.0, 12.0], batch_size=1)  # IQR 2 ms / median 10 ms = 20 %
+    assert spread.iqr_ms == pytest.approx(2.0) and spread.unstable
+    assert spread.to_dict()["unstable"] is True and spread.to_dict()["samples_ms"] == [8.0, 9.0, 10.0, 11.0, 12.0]
+
+
+def test_minimum_duration_adds_rounds_beyond_the_minimum_count() -> None:
+    session = SleepSession([5])
+    r = time_session(session, [np.zeros((1,))], warmup=0, repeats=2, min_time_s=0.05)
+    assert r.repeats >= 10  # 50 ms of 5 ms calls: at least ten, although two were asked for
+    assert sum(r.samples_ms) >= 50.0
+
+
+def test_interleaved_rounds_alternate_between_sessions() -> None:
+    from tsbench_core.timing import time_sessions_interleaved
+
+    order: list[str] = []
+
+    class Recording(SleepSession):
+        def __init__(self, name: str) -> None:
+            super().__init__([0])
+            self.name = name
+
+        def run(self, inputs):
+            order.append(self.name)
+            return super().run(inputs)
+
+    results = time_sessions_interleaved({"cell": Recording("cell"), "dense": Recording("dense")},
+                                        [np.zeros((2,))], warmup=1, repeats=4, rounds=2)
+    assert order == ["cell", "dense"] + ["cell"] * 2 + ["dense"] * 2 + ["cell"] * 2 + ["dense"] * 2
+    assert results["cell"].repeats == results["dense"].repeats == 4

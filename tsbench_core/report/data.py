@@ -12,6 +12,7 @@ from tsbench_core.errors import UserError
 from tsbench_core.seed_groups import JOB_FIELDS, SeedGroup, group_over_seeds, is_dense_reference, setting_of
 from tsbench_core.seed_stats import Spread, spread
 from tsbench_core.store import STATUS_OK, Store
+from tsbench_core.variants import pruning_part
 
 Row = dict[str, Any]
 
@@ -153,11 +154,17 @@ def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pruner_label(row: Row) -> str:
-    """The pruner of a row, with ``+int8`` for post-training INT8 cells and ``+int8-qat`` for QAT ones."""
+    """The pruner of a row, with ``+int8`` for post-training INT8 cells and ``+int8-qat`` for QAT ones, and its
+    non-default pruner/INT8 options (``variants.pruning_part``) in parentheses."""
     name = str(row.get("pruner") or "?")
-    if not row.get("quantize"):
-        return name
-    return f"{name}+int8-qat" if row["quantize"] == "sparseml-qat" else f"{name}+int8"
+    options = pruning_part(row.get("variant"))
+    if row.get("quantize"):
+        name = f"{name}+int8-qat" if row["quantize"] == "sparseml-qat" else f"{name}+int8"
+    return f"{name} ({options})" if options else name
+
+
+def _without_int8(variant: str | None) -> str:
+    return " ".join(p for p in pruning_part(variant).split(" ") if p and not p.startswith("int8."))
 
 
 def fp32_twin(rows: Iterable[Row], row: Row) -> Row | None:
@@ -166,6 +173,7 @@ def fp32_twin(rows: Iterable[Row], row: Row) -> Row | None:
     for other in rows:
         if (not other.get("quantize") and other.get("status") == STATUS_OK
                 and all(other.get(k) == row.get(k) for k in ("model", "seed", "pruner", "target_sparsity",
-                                                              "fine_tuned", "runtime", "batch_size"))):
+                                                              "fine_tuned", "runtime", "batch_size"))
+                and pruning_part(other.get("variant")) == _without_int8(row.get("variant"))):
             return other
     return None

@@ -1,13 +1,19 @@
-"""Runtime step: prepare a session, verify its outputs against torch eager, then time it.
+"""The measure step, shared by `tsbench run` and the pytest plugin: prepare → gate → time → row.
 
-``measure_quantized`` is the INT8 variant: export fp32, quantize with calibration on training windows, gate with
-a relative tolerance, measure test accuracy through the runtime, time it, and record sizes and peak memory.
+``prepare_fp32`` prepares a session and gates it against torch eager; ``prepare_int8`` is the INT8 variant
+(export fp32, quantize with calibration on training windows, gate with a relative tolerance, measure test
+accuracy through the runtime). Both return a ``Prepared`` session; ``time_prepared`` times it with the timing
+protocol of record (``timing.py``), interleaved with its dense reference when one is given, and
+``Prepared.finish`` closes it and gives the rest of the row (sizes, peak memory, runtime info).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +25,10 @@ from torch import nn
 from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import DatasetSplits, WindowedSplit, seed_offset
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import Int8Plan, OnnxGraphRuntime, availability_of, int8_plan_of
+from tsbench_core.protocols import Int8Plan, OnnxGraphRuntime, RuntimeSession, availability_of, int8_plan_of
 from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.steps.forecast_metrics import ForecastErrors
-from tsbench_core.timing import time_session
+from tsbench_core.timing import TimingResult, time_sessions_interleaved
 from tsbench_core.verify import verify_session, verify_session_relative
 
 if TYPE_CHECKING:
@@ -43,42 +49,106 @@ def static_batches(split: WindowedSplit, batch_size: int, count: int, offset: in
     return batches
 
 
-def measure(
-    model: nn.Module,
-    runtime: Any,
-    runtime_params: BaseModel,
-    split: WindowedSplit,
-    batch_size: int,
-    timing: TimingConfig,
-    workdir: Path,
-) -> dict[str, Any]:
-    """Verify then time ``model`` on ``runtime``; returns the timing columns of a cell row."""
+@dataclass
+class Prepared:
+    """A session that passed the correctness gate, ready to be timed, and the row columns known before timing.
+
+    ``footprint`` (sizes and peak memory of the graph the runtime ran) is measured by ``finish`` once the session
+    is closed, so the two never compete for memory."""
+
+    session: RuntimeSession
+    inputs: list[np.ndarray]  # the batch every timed call runs
+    batch_size: int
+    threads: int
+    prepare_s: float  # session creation: export, compile, open
+    columns: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    footprint: Callable[[], dict[str, Any]] = dict
+    closed: bool = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.info = {**(getattr(self.session, "info", None) or {}), **self.info}
+            self.closed = True
+            self.session.close()
+
+    def finish(self) -> dict[str, Any]:
+        """Close the session; the columns of the row this preparation gives (timing excluded)."""
+        self.close()
+        footprint = self.footprint()
+        info = {**self.info, **footprint.pop("info", {})}
+        return {**self.columns, **footprint, "threads": self.threads, "prepare_s": self.prepare_s,
+                "runtime_info": info}
+
+
+def _threads(timing: TimingConfig) -> int:
+    return timing.threads or os.cpu_count() or 1
+
+
+def _available(runtime: Any) -> None:
     availability = availability_of(runtime)
     if not availability.available:
         raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
-    threads = timing.threads or os.cpu_count() or 1
+
+
+def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, split: WindowedSplit, batch_size: int,
+                 timing: TimingConfig, workdir: Path) -> Prepared:
+    """Prepare ``model`` on ``runtime`` and gate it against torch eager (``timing.atol``/``rtol``)."""
+    _available(runtime)
+    threads = _threads(timing)
     model = model.cpu().eval()
     batches = static_batches(split, batch_size, timing.verify_batches)
     example = tuple(torch.from_numpy(a) for a in batches[0])
+    started = time.perf_counter()
     session = runtime.prepare(copy.deepcopy(model), example, runtime_params, threads=threads, workdir=workdir)
+    prepare_s = time.perf_counter() - started
     try:
         max_err = verify_session(session, model, batches, atol=timing.atol, rtol=timing.rtol)
-        result = time_session(session, list(batches[0]), warmup=timing.warmup, repeats=timing.repeats)
-        info = dict(getattr(session, "info", {}) or {})
-    finally:
+    except BaseException:
         session.close()
-    footprint = onnx_footprint(runtime.name, workdir, batches[0], threads=threads, batch_size=batch_size)
-    info.update(footprint.pop("info", {}))
+        raise
+
+    def footprint() -> dict[str, Any]:
+        return onnx_footprint(runtime.name, workdir, batches[0], threads=threads, batch_size=batch_size)
+
+    return Prepared(session, list(batches[0]), batch_size, threads, prepare_s,
+                    columns={"max_abs_err_vs_torch": max_err}, footprint=footprint)
+
+
+def timing_columns(result: TimingResult) -> dict[str, Any]:
+    """The latency columns of a row from its timing."""
     return {
-        **footprint,
-        "threads": threads,
         "latency_ms_median": result.median_ms,
         "latency_ms_p10": result.p10_ms,
         "latency_ms_p90": result.p90_ms,
-        "throughput_samples_per_s": batch_size * 1000.0 / result.median_ms if result.median_ms > 0 else None,
-        "max_abs_err_vs_torch": max_err,
-        "runtime_info": info,
+        "latency_ms_iqr": result.iqr_ms,
+        "latency_outliers": result.outliers,
+        "latency_unstable": int(result.unstable),
+        "throughput_samples_per_s": result.batch_size * 1000.0 / result.median_ms if result.median_ms > 0 else None,
     }
+
+
+def time_prepared(cell: Prepared, timing: TimingConfig, reference: Prepared | None = None,
+                  reference_key: str | None = None) -> dict[str, Any]:
+    """Time a prepared cell, in interleaved rounds with its prepared dense ``reference`` when given (same
+    process, inputs and threads): the latency columns, and with a reference the pair — its median
+    (``dense_latency_ms_paired``), the speedup between the two, and both sets of raw samples in
+    ``runtime_info.timing``."""
+    sessions = {"cell": cell.session} if reference is None else {"cell": cell.session, "dense": reference.session}
+    results = time_sessions_interleaved(sessions, cell.inputs, warmup=timing.warmup, repeats=timing.repeats,
+                                        rounds=timing.rounds if reference is not None else 1,
+                                        batch_size=cell.batch_size, min_time_s=timing.min_time_s)
+    own = results["cell"]
+    record: dict[str, Any] = {"protocol": "interleaved with the dense reference" if reference else "alone",
+                              **own.to_dict()}
+    columns = timing_columns(own)
+    if reference is not None:
+        dense = results["dense"]
+        columns["dense_latency_ms_paired"] = dense.median_ms
+        columns["speedup_vs_dense"] = dense.median_ms / own.median_ms if own.median_ms > 0 else None
+        record["pair"] = {"dense_cell_key": reference_key, "threads": reference.threads, **dense.to_dict()}
+    cell.info["timing"] = record
+    return columns
 
 
 def onnx_footprint(runtime_name: str, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int,
@@ -148,7 +218,7 @@ def int8_plan(runtime: Any, quantize: QuantizeConfig) -> Int8Plan:
     return plan
 
 
-def measure_quantized(
+def prepare_int8(
     model: nn.Module,
     runtime: Any,
     runtime_params: BaseModel,
@@ -161,10 +231,10 @@ def measure_quantized(
     max_eval_batches: int | None = None,
     qat: QatResult | None = None,
     calibration_seed: int = 0,
-) -> dict[str, Any]:
+) -> Prepared:
     """Quantize ``model`` to INT8 (calibrated on training windows from the seed's offset), gate it against
-    torch-eager fp32 with the relative tolerance, then measure test accuracy, latency, sizes and peak memory
-    through ``runtime``.
+    torch-eager fp32 with the relative tolerance, and measure test accuracy through ``runtime``; sizes and peak
+    memory come with ``finish``.
 
     ``method: sparseml-qat`` needs ``qat``, the result of the QAT step (``pipeline.qat_artifact``): its fine-tuned
     float model is exported, written with the learned scales and gated against instead of ``model`` (it is the
@@ -175,11 +245,9 @@ def measure_quantized(
     if not isinstance(runtime, OnnxGraphRuntime):
         raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 ONNX graph; quantized cells run on "
                                  f"runtimes that open a given ONNX graph (onnxruntime, deepsparse, openvino)")
-    availability = availability_of(runtime)
-    if not availability.available:
-        raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
+    _available(runtime)
     plan = int8_plan(runtime, quantize)
-    threads = timing.threads or os.cpu_count() or 1
+    threads = _threads(timing)
     model = model.cpu().eval()
     workdir = Path(workdir)
     qparams, qat_info = None, None
@@ -191,6 +259,7 @@ def measure_quantized(
     gate_batches = static_batches(splits.test, batch_size, timing.verify_batches)
     example = tuple(torch.from_numpy(a) for a in gate_batches[0])
     opset = getattr(runtime_params, "opset", None)
+    started = time.perf_counter()
     export = export_onnx(model, example, workdir / "model.fp32.onnx", **({"opset": opset} if opset else {}))
     calibration = static_batches(splits.train, batch_size, quantize.calibration_batches,
                                  offset=seed_offset(calibration_seed, len(splits.train)))
@@ -200,32 +269,25 @@ def measure_quantized(
                               symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,
                               qparams=qparams, weights=plan.weights, weights_reason=plan.reason)
     session = runtime.open_graph(quantized.export, runtime_params, threads=threads, batch_size=batch_size)
+    prepare_s = time.perf_counter() - started
     try:
         max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
         metrics = evaluate_session(session, splits, batch_size, max_batches=max_eval_batches)
-        result = time_session(session, list(gate_batches[0]), warmup=timing.warmup, repeats=timing.repeats)
-        info = dict(getattr(session, "info", {}) or {})
-    finally:
+    except BaseException:
         session.close()
-    sizes = model_sizes(quantized.path)
-    fp32_sizes = model_sizes(export.path)
-    footprint = onnx_footprint(runtime.name, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
-                               onnx_path=quantized.path)
-    info |= {"quantize": quantized.info() | ({"method": "sparseml-qat", "qat": qat_info} if qat_info else {}),
-             "fp32_model_bytes": fp32_sizes["model_bytes"],
-             "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **footprint.get("info", {})}
-    return {
-        "quantize": quantize.method,
-        **metrics,
-        "model_bytes": sizes["model_bytes"],
-        "model_bytes_compressed": sizes["model_bytes_compressed"],
-        "peak_rss_mb": footprint.get("peak_rss_mb"),
-        "threads": threads,
-        "latency_ms_median": result.median_ms,
-        "latency_ms_p10": result.p10_ms,
-        "latency_ms_p90": result.p90_ms,
-        "throughput_samples_per_s": batch_size * 1000.0 / result.median_ms if result.median_ms > 0 else None,
-        "max_abs_err_vs_torch": max_err,
-        "rel_err_vs_torch": rel_err,
-        "runtime_info": info,
-    }
+        raise
+
+    def footprint() -> dict[str, Any]:
+        sizes = model_sizes(quantized.path)
+        fp32_sizes = model_sizes(export.path)
+        memory = onnx_footprint(runtime.name, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
+                                onnx_path=quantized.path)
+        info = {"quantize": quantized.info() | ({"method": "sparseml-qat", "qat": qat_info} if qat_info else {}),
+                "fp32_model_bytes": fp32_sizes["model_bytes"],
+                "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **memory.get("info", {})}
+        return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
+                "peak_rss_mb": memory.get("peak_rss_mb"), "info": info}
+
+    columns = {"quantize": quantize.method, **metrics, "max_abs_err_vs_torch": max_err, "rel_err_vs_torch": rel_err}
+    return Prepared(session, list(gate_batches[0]), batch_size, threads, prepare_s, columns=columns,
+                    footprint=footprint)

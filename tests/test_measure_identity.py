@@ -1,0 +1,88 @@
+"""One measure step: row identity (train key, prune key, variant), timing of a cell beside its dense reference,
+and the pytest plugin's ids."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tsbench_testing import tiny_spec
+
+from tsbench_core.cells import expand
+from tsbench_core.pytest_plugin import cell_id
+from tsbench_core.report.data import pruner_label
+from tsbench_core.runner import run
+from tsbench_core.seed_groups import group_over_seeds
+from tsbench_core.spec import TimingConfig, parse_spec, validate_against
+from tsbench_core.store import Store
+from tsbench_core.variants import pruning_part, variant_label
+
+
+def _two_variants() -> dict:
+    return tiny_spec(name="variants", pruning=[
+        {"pruner": "magnitude", "sparsities": [0.5]},
+        {"pruner": "magnitude", "sparsities": [0.5], "params": {"scope": "layer"}},
+    ])
+
+
+def _cells(spec: dict, registry):
+    parsed = parse_spec(json.dumps(spec), "s.json")
+    validate_against(parsed, registry, "s.json")
+    return expand(parsed, registry)
+
+
+def test_variant_label_names_the_non_default_options_only(registry) -> None:
+    cells = _cells(_two_variants(), registry)
+    labels = {c.prune.key: variant_label(c, registry) for c in cells}
+    assert sorted(labels.values()) == ["", "", "scope=layer"]  # dense, magnitude default, magnitude global
+    # the pytest ids tell the variants apart and carry nothing `-k` cannot parse
+    ids = [cell_id(c, variant_label(c, registry, with_model=False)) for c in cells]
+    assert len(set(ids)) == len(ids)
+    assert "synthetic-H8-dlinear-seed0-magnitude-s0.5-scope_layer-torch-eager-bs4" in ids
+    assert not any(ch in i for i in ids for ch in "@= ")
+    assert pruning_part('model.d_model=8 block=4 runtime.opset=17 int8.per_channel=true') == \
+        "block=4 int8.per_channel=true"
+
+
+def test_protocol_fields_keep_existing_timing_dumps() -> None:
+    assert set(TimingConfig().model_dump()) == {"batch_sizes", "warmup", "repeats", "threads", "verify_batches",
+                                                "atol", "rtol"}  # cell keys of existing specs unchanged
+    assert TimingConfig(min_time_s=0.5).model_dump()["min_time_s"] == 0.5
+
+
+@pytest.fixture(scope="module")
+def variant_rows(tmp_path_factory, registry) -> list[dict]:
+    store = tmp_path_factory.mktemp("variants") / "results.db"
+    spec = parse_spec(json.dumps(_two_variants()), "s.json")
+    validate_against(spec, registry, "s.json")
+    summary = run(spec, store, registry=registry)
+    assert summary.failed == 0
+    with Store(store) as db:
+        return db.rows()
+
+
+def test_two_variants_give_two_rows_and_two_report_rows(variant_rows: list[dict]) -> None:
+    pruned = [r for r in variant_rows if r["pruner"] == "magnitude"]
+    assert sorted(r["variant"] for r in pruned) == ["", "scope=layer"]
+    assert len({r["prune_key"] for r in pruned}) == 2 and len({r["train_key"] for r in variant_rows}) == 1
+    assert len(group_over_seeds(pruned)) == 2  # the report's settings do not merge them
+    assert sorted(pruner_label(r) for r in pruned) == ["magnitude", "magnitude (scope=layer)"]
+
+
+def test_speedup_is_the_pairs_and_names_it(variant_rows: list[dict]) -> None:
+    dense = next(r for r in variant_rows if r["pruner"] == "dense")
+    assert dense["speedup_vs_dense"] is None and "pair" not in dense["runtime_info"]["timing"]
+    for row in (r for r in variant_rows if r["pruner"] == "magnitude"):
+        timing = row["runtime_info"]["timing"]
+        pair = timing["pair"]
+        assert pair["dense_cell_key"] == row["dense_cell_key"] == dense["cell_key"]
+        # the medians are those of the raw samples stored, and the speedup is their ratio
+        assert row["latency_ms_median"] == pytest.approx(float(np.median(timing["samples_ms"])))
+        assert row["dense_latency_ms_paired"] == pytest.approx(float(np.median(pair["samples_ms"])))
+        assert row["speedup_vs_dense"] == pytest.approx(row["dense_latency_ms_paired"] / row["latency_ms_median"])
+        assert len(timing["samples_ms"]) == len(pair["samples_ms"]) == 2  # the spec's repeats, each
+        q1, q3 = np.percentile(timing["samples_ms"], [25, 75])
+        assert row["latency_ms_iqr"] == pytest.approx(q3 - q1)
+        assert row["latency_unstable"] == int((q3 - q1) / row["latency_ms_median"] > 0.10)
+        assert row["prepare_s"] > 0 and row["threads"] == pair["threads"] == 1
