@@ -141,8 +141,8 @@ def test_inert_without_a_spec(pytester: pytest.Pytester) -> None:
 
 
 def test_import_is_light() -> None:
-    """Module-level imports of the plugin are standard library, pytest and the light telemetry guard only: torch,
-    the registry and the pipeline load when a spec is collected, not at every pytest start-up."""
+    """Module-level imports of the plugin are standard library and pytest only: torch, the registry and the
+    pipeline load when a spec is collected, not at every pytest start-up."""
     import tsbench_core.pytest_plugin as plugin
 
     tree = ast.parse(Path(plugin.__file__).read_text(encoding="utf-8"))
@@ -151,5 +151,5 @@ def test_import_is_light() -> None:
         if isinstance(node, ast.Import):
             top |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module if node.module.startswith("tsbench_core") else node.module.split(".")[0])
-    assert top <= {"__future__", "os", "pathlib", "typing", "pytest", "tsbench_core.telemetry"}, top
+            top.add(node.module.split(".")[0])
+    assert top <= {"__future__", "os", "pathlib", "typing", "pytest"}, top
