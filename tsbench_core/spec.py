@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -307,11 +308,18 @@ class Spec(StrictModel):
 # --- loading and validation -----------------------------------------------------------------------------
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def _json_path(loc: tuple[Any, ...]) -> str:
+    """``models[0].params.d_model``; a key that is not a plain name is quoted (``["a key\n"]``), so a location
+    is always one line and unambiguous."""
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
+        elif not _PLAIN_KEY.match(str(part)):
+            path += f"[{json.dumps(str(part))}]"
         else:
             path += f".{part}" if path else str(part)
     return path or "(top level)"

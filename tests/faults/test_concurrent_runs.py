@@ -14,7 +14,8 @@ from tsbench_core.spec import load_spec
 
 @pytest.mark.parametrize("runs", [2, pytest.param(3, marks=pytest.mark.long)])
 def test_concurrent_runs_compute_every_cell_exactly_once(tmp_path, write_spec, registry, runs):
-    spec_path = write_spec(tiny_spec(name="together", sparsities=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+    sparsities = [round(0.1 * i, 1) for i in range(1, 2 * runs + 1)]  # 2 runs: 5 cells, 3 runs: 7 cells
+    spec_path = write_spec(tiny_spec(name="together", sparsities=sparsities))
     keys = {c.key for c in expand(load_spec(spec_path, registry), registry)}
     db = tmp_path / "store" / "r.db"
 
@@ -39,3 +40,34 @@ def stored_rows_leases(db):
 
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT * FROM leases").fetchall()
+
+
+def test_a_lease_is_taken_over_when_its_process_is_gone_or_its_heartbeat_too_old(tmp_path):
+    import os
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tsbench_core.store import BUSY, CLAIMED, DONE_ELSEWHERE, Store
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid of this host that no longer runs
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        now = time.time()
+        with sqlite3.connect(db) as conn:
+            conn.executemany("INSERT INTO leases VALUES (?, ?, ?, ?, ?)", [
+                ("alive-here", "other", socket.gethostname(), os.getpid(), now),
+                ("dead-here", "other", socket.gethostname(), gone.pid, now),
+                ("fresh-remote", "other", "another-host", 1, now),
+                ("stale-remote", "other", "another-host", 1, now - 121),
+            ])
+        claim = lambda key: store.claim(key, "me", seen=None, grace=120)  # noqa: E731
+        assert [claim(k) for k in ("alive-here", "dead-here", "fresh-remote", "stale-remote")] == \
+            [BUSY, CLAIMED, BUSY, CLAIMED]
+        store.put({"cell_key": "stored-meanwhile", "status": "ok", "finished_at": now})
+        assert claim("stored-meanwhile") == DONE_ELSEWHERE  # stored since this run planned (it saw nothing)
+        assert store.claim("stored-meanwhile", "me", seen=store.states(["stored-meanwhile"])["stored-meanwhile"],
+                           grace=120) == CLAIMED  # what it saw when planning: its to redo (a --force run)

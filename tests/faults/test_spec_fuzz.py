@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tsbench_testing import tiny_spec
 
@@ -134,8 +134,15 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
                 derandomize=True, database=None)
 
 
+def with_member(key: str, value: Any) -> str:
+    return json.dumps({**tiny_spec(), key: value})
+
+
 @settings(FUZZ, max_examples=30)
 @given(text=mutated_specs())
+@example(text=with_member("\n", None))  # found by the 1000-case run: a key with a newline split its location
+@example(text=with_member("[/]", 1))  # rich markup in a key
+@example(text=json.dumps({**tiny_spec(), "models": [{"plugin": "dlinear", "params": {"a\nb: c": 1}}]}))
 def test_fuzzed_specs_are_accepted_or_rejected_with_located_lines(text, validator):
     check(text, validator)
 
