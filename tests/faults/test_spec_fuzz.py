@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from tsbench_testing import tiny_spec
 
@@ -112,6 +112,7 @@ def validate(text: str) -> tuple[Any, str, Path]:
 
 def check(text: str, validator) -> None:
     code, err, path = validate(text)
+    event(f"validate exit {code}")  # the split shown by --hypothesis-show-statistics (docs/reliability.md)
     assert code in (0, 2), f"validate gave {code!r} for {text!r}"
     assert "Traceback" not in err
     if code == 2:
@@ -126,7 +127,9 @@ def check(text: str, validator) -> None:
     except ValueError:
         assert code == 2
         return
-    if isinstance(data, dict) and not validator.is_valid(data):
+    schema_rejects = isinstance(data, dict) and not validator.is_valid(data)
+    event(f"JSON Schema {'rejects' if schema_rejects else 'accepts'}")
+    if schema_rejects:
         assert code == 2, f"the JSON Schema rejects {text!r} but validate accepts it"
 
 
