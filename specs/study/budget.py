@@ -9,11 +9,13 @@ Model of a chunk's wall time (2 cores, nothing else running):
   per pruned checkpoint                                   test evaluation in torch: TEST_BATCHES x EAGER_MS
     + fine-tuning (``fine_tune.epochs``)                  epochs x EPOCH_S (a structured model is smaller: high)
     + gradual magnitude (its ``epochs``, + 1 possible)    epochs x EPOCH_S
-  per cell                                                SETUP_S + (warm-up + repeats + gate batches) x latency
+  per cell                                                session set-up + (warm-up + gate batches) x latency
+                                                          + max(repeats x latency, min_time_s); twice for a
+                                                          pruned cell, timed beside a freshly prepared dense
+                                                          reference (issue #17's protocol of record)
 Shown apart, as they are not on main when this was written (README.md): the dense controls of issue #23 (one
 fine-tuning epoch per model and seed, in the chunk holding the dense cells) and the runtime's own test accuracy
-of issue #17 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager). Not priced at all: issue #17's
-interleaved dense rounds (they add the reference's timed calls to every cell).
+of issue #17 item 6 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager).
 """
 
 from __future__ import annotations
@@ -128,8 +130,10 @@ def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]
     for cell in cells:
         runtime = cell.runtime if (model, cell.runtime) in costs else "onnxruntime"
         setup, latency = costs.get((model, runtime), (0.0, 0.0))
-        calls = cell.timing.warmup + cell.timing.repeats + cell.timing.verify_batches
-        out.measure_s += setup + calls * latency  # batch 1 priced as batch 32: an upper bound
+        timing = cell.timing
+        session = (setup + (timing.warmup + timing.verify_batches) * latency
+                   + max(timing.repeats * latency, timing.min_time_s))  # batch 1 priced as batch 32: an upper bound
+        out.measure_s += session if cell.is_reference else 2 * session
         if cell.quantize is None and cell.batch_size == 32 and cell.runtime != "torch-eager":
             out.runtime_accuracy_s += TEST_BATCHES * latency
         if cell.quantize is not None:  # INT8: calibration, quantization and the runtime's own test accuracy
@@ -191,6 +195,15 @@ def main(argv: list[str]) -> int:
 
     print(f"| | **total** | | **{total('cells')}** | | | | **{total('low_h'):.1f}–{total('high_h'):.1f}** "
           f"| {total('control_h'):.1f} | {total('runtime_accuracy_h'):.1f} |")
+    print("\nPer model and seed (sum of its chunks; chunks of several seeds divided by their seeds), hours:\n")
+    print("| model | seeds in the specs | per seed (low–high) | all its seeds (low–high) |")
+    print("|---|---|---|---|")
+    for filename in dict.fromkeys(r["command"].split()[0] for r in rows):
+        mine = [r for r in rows if r["command"].split()[0] == filename]
+        seeds = len({c.prune.train.seed for c in specs[Path(filename).name]})
+        low, high = sum(r["low_h"] for r in mine), sum(r["high_h"] for r in mine)
+        model = Path(filename).stem.removeprefix("etth1_")
+        print(f"| {model} | {seeds} | {low / seeds:.2f}–{high / seeds:.2f} | {low:.2f}–{high:.2f} |")
     return 0
 
 
