@@ -52,6 +52,15 @@ def _params(registry: Registry, kind: str, name: str, params: dict[str, Any]) ->
     return registry.records[kind][name].plugin.params_model.model_validate(params)
 
 
+def _training_payload(training: TrainingConfig) -> dict[str, Any]:
+    """The training config as hashed: ``drop_last`` only when set, so cells keyed before the field existed
+    (which kept the last partial batch) keep their keys."""
+    payload = training.model_dump(mode="json")
+    if not payload.get("drop_last"):
+        payload.pop("drop_last", None)
+    return payload
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """Dense training of one model on one dataset and horizon."""
@@ -71,7 +80,7 @@ class TrainJob:
                 "dataset": {**self.dataset.model_dump(mode="json"), "pred_len": self.pred_len},
                 "model": self.model,
                 "model_params": self.model_params,
-                "training": self.training.model_dump(mode="json"),
+                "training": _training_payload(self.training),
                 "seed": self.seed,
             }
         )

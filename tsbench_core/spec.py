@@ -76,11 +76,16 @@ class TrainingConfig(StrictModel):
     batch_size: PositiveInt = 32
     lr: Annotated[float, Field(gt=0)] = 1e-4
     patience: PositiveInt = 3
-    lr_schedule: Literal["halve", "constant", "cosine"] = "halve"
+    lr_schedule: Literal["halve", "type1", "constant", "cosine"] = Field(
+        "halve", description="halve: lr halved after every epoch; type1: the reference code's lradj type1 (lr kept "
+        "for the first two epochs, then halved after each); constant; cosine")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False
     max_train_batches: PositiveInt | None = None
     max_eval_batches: PositiveInt | None = None
+    drop_last: bool = Field(
+        False, description="drop each epoch's last incomplete training batch, as the reference implementations' "
+        "training loaders do (on ETTh1 96->96 at batch 32 it holds one window)")
 
 
 class FineTuneConfig(StrictModel):

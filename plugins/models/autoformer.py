@@ -29,18 +29,19 @@ from tsbench_core.data import DataShape
 class DecompParams(EncDecParams):
     """Hyperparameters of the decomposition models (Autoformer, FEDformer)."""
 
-    moving_avg: int = Field(25, ge=1, description="moving-average window of the series decomposition (odd)")
-
-    @field_validator("moving_avg")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"moving_avg={value} must be odd (a centred window)")
-        return value
+    moving_avg: int = Field(25, ge=1, description="moving-average window of the series decomposition")
 
 
 class AutoformerParams(DecompParams):
     """Autoformer hyperparameters (ETTh1 defaults)."""
+
+    @field_validator("moving_avg")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        # the reference pads (k - 1) // 2 steps at each end: an even window would shorten the series
+        if value % 2 == 0:
+            raise ValueError(f"moving_avg={value} must be odd (a centred window)")
+        return value
 
 
 def decoder_init_matrices(shape: DataShape) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,14 @@ class FEDformerParams(DecompParams):
     share_blocks: bool = Field(
         True, description="one frequency-enhanced block per stack — encoder self, decoder self, decoder cross — "
         "shared by all layers of that stack, as in the reference implementation; False builds one per layer")
+    cross_activation: Literal["tanh", "complex_tanh"] = Field(
+        "tanh", description="FEA-f score activation: tanh of the real and imaginary parts (Time-Series-Library) "
+        "or the complex tanh (the FEDformer authors' code)")
+    position_embedding: bool = Field(
+        True, description="add sinusoidal positions in the embeddings (Time-Series-Library); False embeds values "
+        "and time features only (the FEDformer authors' code)")
+    moving_avg: int = Field(25, ge=1, description="moving-average window of the series decomposition; an even "
+                            "window is padded one step more at the start (the FEDformer authors' code uses 24)")
 
 
 def _shared_copies_agree(module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str,
@@ -77,7 +85,7 @@ def build(params: BaseModel, shape: DataShape) -> nn.Module:
     def decoder_pair() -> tuple[FourierBlock, FourierCrossAttention]:
         return (FourierBlock(p.d_model, p.n_heads, dec_len, p.modes, p.mode_select, generator),
                 FourierCrossAttention(p.d_model, p.n_heads, dec_len, shape.seq_len, p.modes, p.mode_select,
-                                      generator))
+                                      generator, activation=p.cross_activation))
 
     # modes are drawn in build order: the encoder block(s), then each decoder (self, cross) pair; so the
     # default (one decoder layer) draws the same modes as before the decoder blocks were shared
@@ -89,7 +97,7 @@ def build(params: BaseModel, shape: DataShape) -> nn.Module:
     else:
         encoder = [encoder_self() for _ in range(p.e_layers)]
         decoder = [decoder_pair() for _ in range(p.d_layers)]
-    model = DecompositionForecaster(p, shape, encoder, decoder, with_position=True)
+    model = DecompositionForecaster(p, shape, encoder, decoder, with_position=p.position_embedding)
     if p.share_blocks and max(p.e_layers, p.d_layers) > 1:
         model.register_load_state_dict_pre_hook(_shared_copies_agree)
     return model

@@ -25,8 +25,9 @@ from model_checks_a import (
 from torch import nn
 
 from plugins.models.fedformer import FEDformerParams
+from plugins.models.layers.decomp_encdec import FixedLengthDecomposition
 from plugins.models.layers.fourier import irdft_matrices, rdft_matrices
-from plugins.models.layers.fourier_blocks import FourierBlock, FourierCrossAttention, select_modes
+from plugins.models.layers.fourier_blocks import FourierBlock, FourierCrossAttention, complex_tanh, select_modes
 from tsbench_core.accounting import count_macs, count_params
 from tsbench_core.data import DataShape, example_inputs
 
@@ -62,12 +63,16 @@ def literal_fourier_block(q: torch.Tensor, block: FourierBlock) -> torch.Tensor:
 
 
 def literal_fourier_cross(q: torch.Tensor, k: torch.Tensor, block: FourierCrossAttention) -> torch.Tensor:
-    """FEA-f in complex arithmetic, tanh applied to the real and imaginary parts separately."""
+    """FEA-f in complex arithmetic: tanh of the real and imaginary parts separately (TSL), or torch's complex
+    tanh (the FEDformer authors' ``xqk_ft.tanh()``) for ``activation="complex_tanh"``."""
     length = q.shape[1]
     xq = torch.fft.rfft(q.permute(0, 2, 3, 1).double(), dim=-1)[..., block.index_q]
     xk = torch.fft.rfft(k.permute(0, 2, 3, 1).double(), dim=-1)[..., block.index_kv]
     scores = torch.einsum("bhex,bhey->bhxy", xq, xk)
-    scores = torch.complex(scores.real.tanh(), scores.imag.tanh())
+    if block.activation == "complex_tanh":
+        scores = scores.tanh()
+    else:
+        scores = torch.complex(scores.real.tanh(), scores.imag.tanh())
     mixed = torch.einsum("bhxy,bhey->bhex", scores, xk)
     out_modes = torch.einsum("bhex,heox->bhox", mixed, complex_weights(block))
     out = torch.zeros(*out_modes.shape[:3], length // 2 + 1, dtype=torch.complex128)
@@ -89,9 +94,23 @@ def test_fourier_block_matches_complex_arithmetic() -> None:
         assert torch.allclose(got.double(), want, atol=1e-4), float((got.double() - want).abs().max())
 
 
-def test_fourier_cross_attention_matches_complex_arithmetic() -> None:
+def test_complex_tanh_equals_torch_complex_tanh() -> None:
+    g = torch.Generator().manual_seed(0)
+    # small, moderate and saturating arguments (FEA-f scores at ETTh1 defaults are sums of 64 products)
+    re = torch.cat([torch.randn(200, generator=g) * s for s in (0.1, 1.0, 30.0, 300.0)]).double()
+    im = torch.cat([torch.randn(200, generator=g) * s for s in (0.1, 1.0, 30.0, 300.0)]).double()
+    want = torch.complex(re, im).tanh()
+    got_re, got_im = complex_tanh(re, im)
+    assert torch.allclose(got_re, want.real, atol=1e-9) and torch.allclose(got_im, want.imag, atol=1e-9)
+    # and it is not the split tanh (the two activations are different functions)
+    assert not torch.allclose(got_im, im.tanh(), atol=1e-2)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "complex_tanh"])
+def test_fourier_cross_attention_matches_complex_arithmetic(activation: str) -> None:
     torch.manual_seed(0)
-    block = FourierCrossAttention(8, 2, 18, 14, modes=5, generator=torch.Generator().manual_seed(4))
+    block = FourierCrossAttention(8, 2, 18, 14, modes=5, generator=torch.Generator().manual_seed(4),
+                                  activation=activation)
     with torch.no_grad():
         block.weights1.normal_()
         block.weights2.normal_()
@@ -131,6 +150,41 @@ def test_defaults() -> None:
     assert (p.d_model, p.n_heads, p.e_layers, p.d_layers, p.d_ff, p.moving_avg) == (512, 8, 2, 1, 2048, 25)
     assert (p.modes, p.mode_select) == (32, "random")
     assert p.share_blocks is True
+    assert (p.cross_activation, p.position_embedding) == ("tanh", True)
+
+
+def authors_moving_average(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The FEDformer authors' ``moving_avg``: ``k - 1 - (k - 1) // 2`` copies of the first step in front,
+    ``(k - 1) // 2`` of the last behind, then an unpadded average pool of width ``k``."""
+    front = x[:, :1].repeat(1, kernel - 1 - (kernel - 1) // 2, 1)
+    end = x[:, -1:].repeat(1, (kernel - 1) // 2, 1)
+    padded = torch.cat([front, x, end], dim=1)
+    return nn.functional.avg_pool1d(padded.transpose(1, 2), kernel, stride=1).transpose(1, 2)
+
+
+@pytest.mark.parametrize("kernel", [24, 25, 4, 1])
+def test_even_and_odd_moving_averages_equal_the_authors_padding(kernel: int) -> None:
+    x = torch.randn(3, 96, 5, generator=torch.Generator().manual_seed(kernel)).double()
+    seasonal, trend = FixedLengthDecomposition(kernel, 96).double()(x)
+    want = authors_moving_average(x, kernel)
+    assert trend.shape == x.shape and torch.allclose(trend, want, atol=1e-6)
+    assert torch.allclose(seasonal + trend, x)
+
+
+def test_authors_configuration_builds_and_differs_only_where_it_should() -> None:
+    shape = small_shape()
+    tsl = build(NAME, shape, modes=4, **SMALL)
+    authors = build(NAME, shape, modes=4, moving_avg=4, position_embedding=False,
+                    cross_activation="complex_tanh", **SMALL)
+    assert n_params(authors) == n_params(tsl)  # positions, window and activation carry no parameters
+    assert authors.enc_embedding.position_embedding is None and tsl.enc_embedding.position_embedding is not None
+    authors.load_state_dict(tsl.state_dict())
+    inputs = example_inputs(shape, batch_size=2)
+    tsl.eval()
+    authors.eval()
+    with torch.no_grad():
+        assert authors(*inputs).shape == tsl(*inputs).shape
+        assert not torch.allclose(authors(*inputs), tsl(*inputs))
 
 
 def test_output_shapes() -> None:

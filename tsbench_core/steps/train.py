@@ -74,9 +74,13 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor] | None) -> None
             param.mul_(mask.to(param.device, param.dtype))
 
 
-def _lr_at(config_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+def lr_at(config_lr: float, schedule: str, epoch: int, epochs: int) -> float:
+    """Learning rate of the 0-based ``epoch``. ``type1`` is the reference code's ``lradj type1``: it sets
+    ``lr * 0.5 ** (e - 1)`` after the 1-based epoch ``e``, so epochs 1 and 2 both run at ``lr``."""
     if schedule == "halve":
         return config_lr * 0.5**epoch
+    if schedule == "type1":
+        return config_lr * 0.5 ** max(epoch - 1, 0)
     if schedule == "cosine":
         return config_lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
     return config_lr
@@ -125,7 +129,8 @@ def train_model(
     c_out = splits.shape.c_out
     model.to(device)
     optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=base_lr)
-    steps_per_epoch = splits.train.num_batches(config.batch_size, max_batches=max_batches)
+    steps_per_epoch = splits.train.num_batches(config.batch_size, drop_last=config.drop_last,
+                                               max_batches=max_batches)
     if wrap_optimizer is not None:
         optimizer = wrap_optimizer(model, optimizer, steps_per_epoch)
     use_amp = config.amp and device.type == "cuda"
@@ -141,12 +146,13 @@ def train_model(
     epoch_task = progress.task("epochs", total=epochs)
     for epoch in range(epochs):
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(base_lr, config.lr_schedule, epoch, epochs)
+            group["lr"] = lr_at(base_lr, config.lr_schedule, epoch, epochs)
         model.train()
         batch_task = progress.task(f"epoch {epoch + 1}/{epochs}", total=steps_per_epoch)
         total, count = 0.0, 0
         for step, batch in enumerate(
-            splits.train.iter_batches(config.batch_size, shuffle=True, generator=generator, max_batches=max_batches)
+            splits.train.iter_batches(config.batch_size, shuffle=True, generator=generator,
+                                      drop_last=config.drop_last, max_batches=max_batches)
         ):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):

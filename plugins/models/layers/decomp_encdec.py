@@ -14,18 +14,19 @@ from plugins.models.layers.encdec import FeedForward
 
 
 class FixedLengthDecomposition(nn.Module):
-    """Series decomposition (centred moving average with edge-repeat padding) of ``[B, length, C]`` series.
+    """Series decomposition (moving average with edge-repeat padding, centred for an odd kernel; an even one
+    as ``moving_average_matrix`` says) of ``[B, length, C]`` series.
 
-    The same function as ``layers.decomposition.SeriesDecomposition``, for a length known when the model is
-    built: the averaging matrix is a (non-persistent) buffer, so every instance owns its constant — what
+    For odd kernels the same function as ``layers.decomposition.SeriesDecomposition``, for a length known when
+    the model is built: the averaging matrix is a (non-persistent) buffer, so every instance owns its constant — what
     ``torch.compile`` needs in models with many decompositions — and the export is a ``MatMul`` with a constant
     right operand.
     """
 
     def __init__(self, kernel_size: int, length: int) -> None:
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"moving-average kernel size must be a positive odd number, got {kernel_size}")
+        if kernel_size < 1:
+            raise ValueError(f"moving-average kernel size must be positive, got {kernel_size}")
         matrix = torch.from_numpy(moving_average_matrix(length, kernel_size).T.copy())
         self.register_buffer("average_t", matrix, persistent=False)
 

@@ -17,11 +17,14 @@ from torch import nn
 
 @lru_cache(maxsize=64)
 def moving_average_matrix(length: int, kernel_size: int) -> np.ndarray:
-    """``A [L, L]`` with ``(A @ x)[t] = mean(x[clip(t - p, 0, L-1)], ..., x[clip(t + p, 0, L-1)])``, ``p`` half
-    the kernel: a centred average over a series padded by repeating its end values."""
-    half = (kernel_size - 1) // 2
+    """``A [L, L]`` with ``(A @ x)[t] = mean(x[clip(t - f, 0, L-1)], ..., x[clip(t + e, 0, L-1)])``: an average
+    over a series padded by repeating its end values, ``e = (k - 1) // 2`` steps after and ``f = k - 1 - e``
+    before ``t``. Centred (``f = e``) for an odd kernel; for an even one, one step more before, as the FEDformer
+    authors' ``moving_avg`` pads."""
+    after = (kernel_size - 1) // 2
+    before = kernel_size - 1 - after
     rows = np.arange(length)[:, None]
-    sources = np.clip(rows + np.arange(-half, half + 1)[None, :], 0, length - 1)  # [L, kernel]
+    sources = np.clip(rows + np.arange(-before, after + 1)[None, :], 0, length - 1)  # [L, kernel]
     matrix = np.zeros((length, length), dtype=np.float64)
     np.add.at(matrix, (np.repeat(rows, kernel_size, axis=1), sources), 1.0 / kernel_size)
     return matrix.astype(np.float32)

@@ -111,18 +111,31 @@ class FourierBlock(_SpectralBase):
         return self._synthesis(re, im, out_bins, length), None
 
 
+def complex_tanh(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tanh(re + i im)`` in real arithmetic: ``(tanh 2a, sin 2b · sech 2a) / (1 + cos 2b · sech 2a)``, the
+    textbook ``(sinh 2a + i sin 2b) / (cosh 2a + cos 2b)`` divided through by ``cosh 2a`` (no overflow for large
+    ``a``, where the value tends to ``±1``)."""
+    two_a, two_b = 2.0 * re, 2.0 * im
+    sech = 1.0 / torch.cosh(two_a.clamp(-80.0, 80.0))  # exact to float32 rounding beyond the clamp
+    denominator = 1.0 + torch.cos(two_b) * sech
+    return torch.tanh(two_a) / denominator, torch.sin(two_b) * sech / denominator
+
+
 class FourierCrossAttention(_SpectralBase):
-    """FEA-f: attention between the selected modes of queries and keys (complex tanh-activated scores,
-    tanh applied to real and imaginary parts as the reference does), a learned complex map, back to time.
+    """FEA-f: attention between the selected modes of queries and keys (tanh-activated complex scores: by
+    default tanh of the real and imaginary parts, as Time-Series-Library since 2023-02; ``"complex_tanh"``: the
+    complex tanh of the FEDformer authors' code), a learned complex map, back to time.
     Queries and keys meet in the scores dimension by dimension, so both projections share the input head
     dimensions of the weights (values are not used, as in the reference)."""
 
     coupled_projections = ("query_projection", "key_projection")
 
     def __init__(self, d_model: int, n_heads: int, query_len: int, key_len: int, modes: int = 32,
-                 mode_select: ModeSelect = "random", generator: torch.Generator | None = None) -> None:
+                 mode_select: ModeSelect = "random", generator: torch.Generator | None = None,
+                 activation: Literal["tanh", "complex_tanh"] = "tanh") -> None:
         super().__init__()
         self.d_model = d_model
+        self.activation = activation
         self.query_len = query_len
         self.key_len = key_len
         self.register_buffer("index_q", select_modes(query_len, modes, mode_select, generator))
@@ -139,8 +152,9 @@ class FourierCrossAttention(_SpectralBase):
         kr, ki = self._spectrum(keys.permute(0, 2, 3, 1), self.index_kv)  # B H E Mk
         qrt, qit = qr.transpose(-1, -2), qi.transpose(-1, -2)
         # scores[x, y] = sum_e q[e, x] * k[e, y] (complex, no conjugate)
-        sr = torch.tanh(torch.matmul(qrt, kr) - torch.matmul(qit, ki))
-        si = torch.tanh(torch.matmul(qrt, ki) + torch.matmul(qit, kr))
+        sr = torch.matmul(qrt, kr) - torch.matmul(qit, ki)
+        si = torch.matmul(qrt, ki) + torch.matmul(qit, kr)
+        sr, si = complex_tanh(sr, si) if self.activation == "complex_tanh" else (torch.tanh(sr), torch.tanh(si))
         srt, sit = sr.transpose(-1, -2), si.transpose(-1, -2)
         # mixed[e, x] = sum_y scores[x, y] * k[e, y]
         vr = torch.matmul(kr, srt) - torch.matmul(ki, sit)
