@@ -224,6 +224,16 @@ def test_parameter_count_at_etth1_defaults_equals_the_reference() -> None:
     assert n_params(_meta_build(ETTH1)) == reference
 
 
+def test_parameter_count_of_the_authors_configuration() -> None:
+    # 64 modes: all 48 bins of the encoder's 96 steps, 64 of the decoder's 72; positions, window and activation
+    # carry no parameters (the authors' count adds 16 for their 8 single-window series_decomp_multi weightings)
+    reference = fedformer_params(ETTH1, encoder_blocks=1, modes=64)
+    assert reference == 22_070_279
+    authors = _meta_build(ETTH1, modes=64, moving_avg=24, dropout=0.05, position_embedding=False,
+                          cross_activation="complex_tanh")
+    assert n_params(authors) == reference
+
+
 def test_unshared_blocks_give_the_old_count() -> None:
     block = 2 * 8 * 64 * 64 * 32
     unshared = n_params(_meta_build(ETTH1, share_blocks=False))
