@@ -368,3 +368,23 @@ def test_a_deepsparse_abort_in_the_subprocess_probe_fails_the_int8_session(regis
     with pytest.raises(CellError, match="Assertion at x.hpp:43"):
         open_session("deepsparse", result.export, threads=1, batch_size=4)
     assert seen["inputs"] == [tuple(s) for s in result.export.input_shapes]
+
+
+def test_learned_parameters_in_uint8_weights_compute_the_same_integers(pruned, tmp_path):
+    """QAT's learned scales written with the U8U8 remedy: the stored weights are the learned int8 integers + 128
+    and the graph computes exactly what the int8 one does (the reference evaluator), on any CPU."""
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    mix = pruned.mix.weight.detach().numpy().T
+    learned = [LinearQParams("mix", mix.copy(), weight_scale=0.01, act_scale=0.05, act_zero_point=7)]
+    graphs = {w: quantize_onnx(export, tmp_path / f"{w}.onnx",
+                               WindowCalibrationReader(input_batches(range(3)), export), qparams=learned, weights=w)
+              for w in ("int8", "uint8")}
+    proto = onnx.load(str(graphs["uint8"].path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    node = next(n for n in proto.graph.node if n.op_type == "MatMulInteger" and n.name == "/mix/MatMul")
+    expected = np.clip(np.round(mix / 0.01), -128, 127).astype(np.int16)
+    np.testing.assert_array_equal(inits[node.input[1]].astype(np.int16) - 128, expected)
+    assert inits[node.input[3]] == 128 and graphs["uint8"].info()["learned_qparams_nodes"] == 1
+    for batch in input_batches((5, 6)):
+        np.testing.assert_array_equal(_exact(graphs["uint8"].path, export, batch),
+                                      _exact(graphs["int8"].path, export, batch))
