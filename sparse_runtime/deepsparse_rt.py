@@ -197,11 +197,14 @@ def engine_hardware() -> dict[str, Any]:
 
 def isa_mismatch(hardware: dict[str, Any], cpu: CpuFacts) -> str | None:
     """Why DeepSparse's kernels cannot run here when its detected ISA is one the CPU (``CPUID``) lacks — as under
-    ``qemu-x86_64 -cpu EPYC-Milan``, where ``arch.bin`` still reports the host's AVX-512; else None."""
-    if cpu.x86_64 and cpu.source == "cpuid" and hardware.get("isa") == "avx512" and not cpu.has("avx512f"):
+    ``qemu-x86_64 -cpu EPYC-Milan``, where ``arch.bin`` still reports the host's AVX-512; else None. The
+    detection counts, not ``NM_ARCH``: with ``NM_ARCH=avx2`` there the engine loads its AVX2 binary but still
+    generates AVX-512 code for the system it detected (SIGILL while compiling)."""
+    detected = hardware.get("isa_detected", hardware.get("isa"))
+    if cpu.x86_64 and cpu.source == "cpuid" and detected == "avx512" and not cpu.has("avx512f"):
         seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'})"
         return (f"deepsparse detects ISA avx512 ({hardware.get('source')}) but this CPU has no AVX-512 ({seen}): "
-                "its kernels cannot run here (NM_ARCH=avx2 overrides the detection)")
+                "its kernels cannot run here")
     return None
 
 
