@@ -163,7 +163,7 @@ def test_structured_pruned_model_pads_exactly(name: str, monkeypatch, tmp_path) 
     model, encoding = _tiny(name)
     pruner = REGISTRY.get("pruner", "structured")
     pruned = pruner.prune(copy.deepcopy(model), 0.5, pruner.params_model(),
-                          _prune_context(name, SMALL, encoding, tmp_path)).model.eval()
+                          _prune_context(name, SMALL, encoding, tmp_path, "structured")).model.eval()
     inputs = example_inputs(SMALL, 2, encoding, seed=0)
     pairs = ffn_padding.find_feed_forward_pairs(deploy_copy(pruned)[0], inputs)
     assert pairs and any(p.width < 32 for p in pairs)  # pruned widths, not the dense 32
