@@ -58,7 +58,7 @@ def _model(name: str, variant: str) -> torch.nn.Module:
             _models[key] = dense
         else:
             pruner = REGISTRY.get("pruner", pruner_name)
-            context = _prune_context(name, SHAPE, time_encoding_of(params), _WORKDIR)
+            context = _prune_context(name, SHAPE, time_encoding_of(params), _WORKDIR, pruner_name)
             result = pruner.prune(copy.deepcopy(dense), sparsity, pruner.params_model(), context)
             _models[key] = result.model.eval()
     return _models[key]

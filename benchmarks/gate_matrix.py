@@ -139,7 +139,7 @@ def gate_model(model_name: str, *, runtimes: Sequence[str] = RUNTIMES, variants:
             module, prune_info = dense, {}
             if pruner_name is not None:
                 pruner = registry.get("pruner", pruner_name)
-                context = _prune_context(model_name, shape, encoding, workdir)
+                context = _prune_context(model_name, shape, encoding, workdir, pruner_name)
                 try:
                     result = pruner.prune(copy.deepcopy(dense), sparsity, pruner.params_model(), context)
                 except Exception as exc:  # a pruning failure is this variant's result, not the matrix's end
