@@ -424,5 +424,9 @@ def test_onnx_export_matches_torch(opset: int) -> None:
     check_onnx(NAME, opset, moving_avg=5, modes=4, **SMALL)
 
 
+def test_onnx_export_of_the_authors_configuration_matches_torch() -> None:
+    check_onnx(NAME, 17, moving_avg=4, modes=4, position_embedding=False, cross_activation="complex_tanh", **SMALL)
+
+
 def test_short_training_lowers_validation_loss() -> None:
     check_training_lowers_val_loss(NAME, moving_avg=5, modes=4, **SMALL)

@@ -116,7 +116,8 @@ def complex_tanh(re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torc
     textbook ``(sinh 2a + i sin 2b) / (cosh 2a + cos 2b)`` divided through by ``cosh 2a`` (no overflow for large
     ``a``, where the value tends to ``±1``)."""
     two_a, two_b = 2.0 * re, 2.0 * im
-    sech = 1.0 / torch.cosh(two_a.clamp(-80.0, 80.0))  # exact to float32 rounding beyond the clamp
+    decay = torch.exp(-torch.abs(two_a))
+    sech = 2.0 * decay / (1.0 + decay * decay)  # 1 / cosh(2a), no overflow (and no Cosh, which ONNX export lacks)
     denominator = 1.0 + torch.cos(two_b) * sech
     return torch.tanh(two_a) / denominator, torch.sin(two_b) * sech / denominator
 
