@@ -69,3 +69,14 @@ def test_the_run_environment_and_bench_rows_name_the_cpu(registry):
     rows = bench("dlinear", "magnitude", 0.0, ["torch-eager"], 2, registry=registry, seq_len=24, label_len=12,
                  pred_len=8, enc_in=3, warmup=0, repeats=1, threads=1, rounds=1)
     assert rows[0]["cpu"] == cpu_summary() and rows[0]["cpu"]["features"] == list(facts.features)
+
+
+def test_the_report_shows_the_cpu_and_what_a_runtime_detects():
+    from tsbench_core.report.tables import environment_tables
+
+    env = {"cpu_model": "AMD EPYC-Milan Processor", "cpu_features": ["avx2"], "cpu_fingerprint": "fee6",
+           "runtimes": {"deepsparse": {"available": True, "versions": {"deepsparse": "1.8.0"},
+                                       "hardware": {"isa": "avx2", "vnni": False, "source": "arch.bin"}}}}
+    machine, runtimes = environment_tables(env)
+    assert ["cpu_fingerprint", "fee6"] in machine.rows and ["cpu_features", "avx2"] in machine.rows
+    assert runtimes.rows[0][2] == "deepsparse 1.8.0; detects isa avx2, vnni False"

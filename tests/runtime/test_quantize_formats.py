@@ -388,3 +388,21 @@ def test_learned_parameters_in_uint8_weights_compute_the_same_integers(pruned, t
     for batch in input_batches((5, 6)):
         np.testing.assert_array_equal(_exact(graphs["uint8"].path, export, batch),
                                       _exact(graphs["int8"].path, export, batch))
+
+
+@pytest.mark.parametrize("quant_format", ["matmulinteger", "qdq"])
+def test_per_channel_uint8_weights_are_exact_on_onnxruntime(pruned, tmp_path, quant_format):
+    """The remedy with one scale (and, in QDQ, one zero point) per output column: still exact, on any CPU."""
+    export = export_onnx(pruned, make_inputs(0), tmp_path / "fp32.onnx")
+    result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(4)), export),
+                           quant_format=quant_format, weights="uint8", per_channel=True)
+    proto = onnx.load(str(result.path))
+    zero_points = [numpy_helper.to_array(t) for t in proto.graph.initializer
+                   if t.data_type == TensorProto.UINT8 and t.name.endswith(("zero_point", "_zero_point"))]
+    assert zero_points and any(z.ndim == 1 and np.all(z == 128) for z in zero_points) == (quant_format == "qdq")
+    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    try:
+        for batch in input_batches((20, 21)):
+            np.testing.assert_allclose(session.run(list(batch)), _exact(result.path, export, batch), atol=1e-5)
+    finally:
+        session.close()
