@@ -49,7 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
                         help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, runtime, "
                              "batch_size, quantize: static-int8, sparseml-qat or none) is one of the values; repeat "
-                             "for several fields")
+                             "for several fields (--only seed=1 --only pruner=magnitude: cells with both); a value "
+                             "no cell of the specs has is an error (exit 2)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress bars or tables, only the summary lines")
     output.add_argument("--json", action="store_true",
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     plugins = registry()
     specs = load_specs(args.specs, plugins)
     only = selection(args.only or [])
+    check_selection(only, specs, plugins)
     out = console()
     quiet = args.quiet or args.json
     report: list[dict[str, Any]] = []
@@ -124,7 +126,32 @@ def selection(raw: list[str]) -> dict[str, set[str]]:
         if not sep or field not in SELECTABLE or not values:
             raise UserError(f"--only {item!r}: expected FIELD=VALUE[,VALUE] with FIELD one of {', '.join(SELECTABLE)}")
         chosen.setdefault(field, set()).update(v.strip() for v in values.split(","))
+        glued = sorted(v for v in chosen[field] if "=" in v)
+        if glued:
+            other = glued[0].partition("=")[0]
+            raise UserError(f"--only {item!r}: {glued[0]!r} is not a {field}; give one --only per field, e.g. "
+                            f"--only {field}={values.partition(',')[0]} --only {glued[0]}"
+                            + ("" if other in SELECTABLE else f" (FIELD one of {', '.join(SELECTABLE)})"))
     return chosen
+
+
+def check_selection(only: dict[str, set[str]], specs: list[Any], plugins: Any) -> None:
+    """A selected value that no cell of the given specs has is a mistake (a typo would run nothing, silently)."""
+    from tsbench_core.cells import cell_fields, expand
+
+    if not only:
+        return
+    present: dict[str, set[str]] = {field: set() for field in only}
+    for spec in specs:
+        for cell in expand(spec, plugins):
+            fields = cell_fields(cell)
+            for field in only:
+                present[field].add(fields[field])
+    problems = [f"--only {field}={value}: no cell of the given specs has {field} {value!r} (they have: "
+                f"{', '.join(sorted(present[field]))})"
+                for field, values in only.items() for value in sorted(values - present[field])]
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 def _executor(args: argparse.Namespace) -> Any:
