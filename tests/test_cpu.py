@@ -80,3 +80,19 @@ def test_the_report_shows_the_cpu_and_what_a_runtime_detects():
     machine, runtimes = environment_tables(env)
     assert ["cpu_fingerprint", "fee6"] in machine.rows and ["cpu_features", "avx2"] in machine.rows
     assert runtimes.rows[0][2] == "deepsparse 1.8.0; detects isa avx2, vnni False"
+
+
+def test_without_cpuid_the_facts_come_from_proc_cpuinfo(monkeypatch):
+    import tsbench_core.cpu as cpu_module
+
+    def refused():
+        raise OSError("no executable mapping here")
+
+    monkeypatch.setattr(cpu_module, "from_cpuid", refused)
+    cpu_module.cpu_facts.cache_clear()
+    try:
+        facts = cpu_module.cpu_facts()
+    finally:
+        cpu_module.cpu_facts.cache_clear()
+    assert facts.source in ("/proc/cpuinfo", "none")
+    assert facts == cpu_module.from_proc_cpuinfo()
