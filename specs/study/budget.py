@@ -14,7 +14,8 @@ Model of a chunk's wall time (2 cores, nothing else running):
                                                           pruned cell, timed beside a freshly prepared dense
                                                           reference (issue #17's protocol of record)
 Shown apart, as they are not on main when this was written (README.md): the dense controls of issue #23 (one
-fine-tuning epoch per model and seed, in the chunk holding the dense cells) and the runtime's own test accuracy
+fine-tuning epoch per model and seed, in the chunk holding the dense cells; priced with the rest, and the column
+empty, once the specs expand into control cells) and the runtime's own test accuracy
 of issue #17 item 6 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager).
 """
 
@@ -118,6 +119,10 @@ def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]
         out.training_high_s += training.epochs * epoch
         seeds = {c.prune.train.seed for c in cells if c.is_reference}
         out.control_s += len(seeds) * fine_tunings * epoch
+    for job in {c.prune.key: c.prune for c in cells if c.prune.pruner == DENSE and c.prune.fine_tune}.values():
+        out.training_low_s += job.fine_tune.epochs * epoch  # a dense control (issue #23), when the specs have them
+        out.training_high_s += job.fine_tune.epochs * epoch
+        out.prune_s += TEST_BATCHES * EAGER_MS[model] / 1000
     for job in {c.prune.key: c.prune for c in cells if c.prune.pruner != DENSE}.values():
         out.prune_s += TEST_BATCHES * EAGER_MS[model] / 1000
         epochs = job.fine_tune.epochs if job.fine_tune else 0
@@ -171,7 +176,9 @@ def main(argv: list[str]) -> int:
         if filename not in specs:
             specs[filename] = expand(load_spec(HERE / filename, registry), registry)
         every = specs[filename]
-        fine_tunings = len({c.prune.fine_tune.model_dump_json() for c in every if c.prune.fine_tune})
+        has_controls = any(c.prune.pruner == DENSE and c.prune.fine_tune for c in every)
+        fine_tunings = 0 if has_controls else len({c.prune.fine_tune.model_dump_json() for c in every
+                                                   if c.prune.fine_tune})
         est = estimate(select(every, selection), costs, fine_tunings)
         rows.append({"chunk": label, "command": f"specs/study/{filename} {only_args(selection)}".strip(),
                      "cells": est.cells, "low_h": est.low_s / 3600, "high_h": est.high_s / 3600,
