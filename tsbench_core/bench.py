@@ -1,14 +1,13 @@
-"""``tsbench bench``: time one ad-hoc cell on random-initialised weights, next to its dense reference.
+"""``tsbench bench``: time one ad-hoc cell on untrained weights, next to its dense reference.
 
-Latency does not depend on training, so nothing is trained: the model is built with seed 0, pruned one-shot,
-and for every runtime both the dense and the pruned model are exported/compiled, checked against torch eager
-on two random batches (the correctness gate) and only then timed, alternating between the two so that load
-from elsewhere on the machine hits both alike.
+The flags become an ad-hoc spec (``bench_spec``: synthetic data, 0 training epochs — latency does not depend on
+training —, one pruning entry, the runtimes) run by ``tsbench run``'s pipeline into a store: every runtime's
+cells are prepared, gated against torch eager and timed with the protocol of record, each pruned cell in
+interleaved rounds beside its dense reference. The table is read back from the stored rows.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -17,21 +16,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import ValidationError
 from torch import nn
 
-from tsbench_core.accounting import count_macs, count_params
-from tsbench_core.cpu import cpu_facts, cpu_summary
+from tsbench_core.cells import DENSE
+from tsbench_core.cpu import cpu_summary
 from tsbench_core.data import Batch, DataShape, example_inputs
-from tsbench_core.errors import CellError, RuntimeUnavailable, UserError
-from tsbench_core.protocols import OnnxGraphRuntime, PruneContext, availability_of, int8_plan_of, time_encoding_of
-from tsbench_core.spec import DEFAULT_KEEP_FLOAT, QuantizeConfig, Spec, TimingConfig
-from tsbench_core.timing import time_sessions_interleaved
-from tsbench_core.verify import verify_session
+from tsbench_core.errors import UserError
+from tsbench_core.protocols import OnnxGraphRuntime, PruneContext
+from tsbench_core.spec import QuantizeConfig, Spec, TimingConfig
 
 REFERENCE_RUNTIME = "torch-eager"
+BENCH_SPEC_NAME = "bench"
 
 # The defaults are a spec's: timing, the INT8 gate and the runtime are those of a spec that leaves them unset.
 TIMING_DEFAULTS = TimingConfig()
@@ -50,7 +47,8 @@ def _validate(plugin: Any, raw: dict[str, Any], flag: str) -> Any:
         raise UserError(f"{flag} for {plugin.name!r}: {problems}") from None
 
 
-def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path, pruner: str) -> PruneContext:
+def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path,
+                   pruner: str = "this pruner") -> PruneContext:
     """A context without data or training: random calibration batches, and a ``train`` that refuses (a pruner
     that prunes while training cannot be benched on random weights)."""
 
@@ -68,9 +66,37 @@ def _prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Pa
                         lambda p, t: torch.mean((p - t) ** 2), train, seed=0, workdir=workdir)
 
 
-def _macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
-    counted = count_macs(model, inputs, per_sample=True)
-    return {"macs_dense": counted["macs_dense"], "macs_effective": counted["macs_effective"]}
+def bench_spec(model: str, pruner: str, sparsity: float, runtimes: list[Any], batch_size: int, *, threads: int,
+               warmup: int, repeats: int, rounds: int, model_params: dict[str, Any], pruner_params: dict[str, Any],
+               seq_len: int, label_len: int, pred_len: int, enc_in: int, atol: float, rtol: float,
+               quantize: str | None, quantize_tolerance: float, calibration_batches: int) -> dict[str, Any]:
+    """The ad-hoc spec of a bench call: synthetic data with ``enc_in`` channels, the model untrained (0 epochs:
+    latency does not depend on training), one pruning entry, and with ``quantize`` one INT8 entry per INT8 graph
+    format, on the runtimes that open such graphs."""
+    pruning: list[dict[str, Any]] = []
+    if sparsity > 0:
+        pruning.append({"pruner": pruner, "sparsities": [sparsity], "params": pruner_params})
+    if quantize is not None:
+        formats: dict[str, list[str]] = {}
+        for plugin in runtimes:
+            if isinstance(plugin, OnnxGraphRuntime):
+                formats.setdefault(plugin.int8_format, []).append(plugin.name)
+        for int8_format, names in formats.items():
+            pruning.append({"pruner": pruner, "sparsities": [sparsity], "params": pruner_params, "runtimes": names,
+                            "quantize": {"format": int8_format, "calibration_batches": calibration_batches,
+                                         "tolerance": quantize_tolerance}})
+    return {
+        "name": BENCH_SPEC_NAME,
+        "description": "tsbench bench (ad-hoc)",
+        "datasets": [{"plugin": "synthetic", "params": {"n_vars": enc_in}, "seq_len": seq_len,
+                      "label_len": label_len, "pred_len": [pred_len]}],
+        "models": [{"plugin": model, "params": model_params}],
+        "training": {"epochs": 0},
+        "pruning": pruning,
+        "runtimes": [{"plugin": plugin.name} for plugin in runtimes],
+        "timing": {"batch_sizes": [batch_size], "warmup": warmup, "repeats": repeats, "threads": threads,
+                   "rounds": rounds, "atol": atol, "rtol": rtol},
+    }
 
 
 def bench(
@@ -91,25 +117,31 @@ def bench(
     enc_in: int = ENC_IN,
     atol: float = TIMING_DEFAULTS.atol,
     rtol: float = TIMING_DEFAULTS.rtol,
-    rounds: int = 4,
+    rounds: int = TIMING_DEFAULTS.rounds,
     registry: Any = None,
     quantize: str | None = None,
     quantize_tolerance: float = INT8_TOLERANCE,
     calibration_batches: int = 4,
+    store: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per runtime: dense and pruned latency on that runtime, the speedup, the gate's error figures.
+    """One row per runtime (and per INT8 runtime with ``quantize="int8"``): dense and pruned latency on that
+    runtime, the speedup, the gate's error figures — from the rows `tsbench run` stores for the ad-hoc spec
+    (``bench_spec``), run through the same pipeline into ``store`` (default: a temporary one, deleted after).
 
     ``status`` is ``ok``, ``skipped`` (runtime unavailable, with ``reason``) or ``failed`` (export failure or
-    mismatch, with ``reason``). ``speedup_vs_eager_dense`` is filled when ``torch-eager`` is among ``runtimes``.
+    mismatch, with ``reason``). ``dense_ms`` is the dense model timed in interleaved rounds with the pruned one
+    (the pair the stored speedup comes from). ``speedup_vs_eager_dense`` (torch-eager's paired dense median over
+    this row's median: rows timed apart, in the same run) is filled when ``torch-eager`` is among ``runtimes``.
 
-    With ``quantize="int8"``, every runtime that opens a given ONNX graph (``OnnxGraphRuntime``: onnxruntime,
-    deepsparse, openvino) also gets a row with ``precision="int8"``: the (pruned) model quantized to INT8 (in the
-    runtime's ``int8_format``: MatMulInteger for onnxruntime and deepsparse, QDQ for openvino; calibrated on random
-    batches, since bench has no data; the spec default ``keep_float``, so output heads and DFT/attention-internal
-    products stay fp32), gated against torch eager fp32 with the relative tolerance, and timed in the same
-    interleaved rounds; its ``pruned_ms`` is the INT8 latency and ``dense_ms`` the fp32 dense latency on that
-    runtime.
+    With ``quantize="int8"``, every runtime that opens a given ONNX graph (``OnnxGraphRuntime``) also gets a row
+    with ``precision="int8"``: the pruned model quantized in the runtime's ``int8_format`` (calibrated on the
+    synthetic training windows, the spec default ``keep_float``), gated against torch eager fp32 with the relative
+    tolerance and timed beside the fp32 dense model on that runtime (``dense_ms``).
     """
+    from tsbench_core.runner import run
+    from tsbench_core.spec import parse_spec, validate_against
+    from tsbench_core.store import Store
+
     if registry is None:
         from tsbench_core.registry import load_plugins
 
@@ -123,201 +155,105 @@ def bench(
         raise UserError("give at least one --runtime")
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize {quantize!r}: the only quantization is 'int8'")
-    threads = threads or os.cpu_count() or 1
-    model_plugin = registry.get("model", model)
-    pruner_plugin = registry.get("pruner", pruner)
-    runtime_plugins = [registry.get("runtime", name) for name in dict.fromkeys(runtimes)]
-    mparams = _validate(model_plugin, model_params or {}, "--model-params")
-    pparams = _validate(pruner_plugin, pruner_params or {}, "--pruner-params")
     if label_len > seq_len:
         raise UserError(f"--label-len ({label_len}) cannot exceed --seq-len ({seq_len})")
-    shape = DataShape(enc_in, enc_in, enc_in, seq_len, label_len, pred_len)
-    encoding = time_encoding_of(mparams)
-
-    torch.manual_seed(0)
-    dense = model_plugin.build(mparams, shape).eval()
-    example = example_inputs(shape, batch_size, encoding, seed=0)
-    gate_batches = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=s)) for s in (1, 2)]
-    timing_inputs = [t.numpy() for t in example]
-    small = example_inputs(shape, 2, encoding, seed=3)
-
+    threads = threads or os.cpu_count() or 1
+    runtime_plugins = [registry.get("runtime", name) for name in dict.fromkeys(runtimes)]
+    mparams = _validate(registry.get("model", model), model_params or {}, "--model-params")
+    pparams = _validate(registry.get("pruner", pruner), pruner_params or {}, "--pruner-params")
+    raw = bench_spec(model, pruner, sparsity, runtime_plugins, batch_size, threads=threads, warmup=warmup,
+                     repeats=repeats, rounds=rounds, model_params=mparams.model_dump(mode="json", exclude_unset=True),
+                     pruner_params=pparams.model_dump(mode="json", exclude_unset=True), seq_len=seq_len,
+                     label_len=label_len, pred_len=pred_len, enc_in=enc_in, atol=atol, rtol=rtol, quantize=quantize,
+                     quantize_tolerance=quantize_tolerance, calibration_batches=calibration_batches)
+    spec = parse_spec(json.dumps(raw), "tsbench bench")
+    validate_against(spec, registry, "tsbench bench")
     with tempfile.TemporaryDirectory(prefix="tsbench-bench-") as tmp:
-        workdir = Path(tmp)
-        pruned: nn.Module | None = None
-        prune_info: dict[str, Any] = {}
-        if sparsity > 0:
-            context = _prune_context(model, shape, encoding, workdir, pruner)
-            try:
-                result = pruner_plugin.prune(copy.deepcopy(dense), sparsity, pparams, context)
-            except (CellError, UserError):
-                raise
-            except Exception as exc:
-                raise CellError(f"pruner {pruner!r} failed on {model}: {type(exc).__name__}: {exc}") from exc
-            pruned = result.model.eval()
-            prune_info = result.info
-        dense_macs = _macs(dense, small)
-        common = {
-            "cpu": cpu_summary(),
-            "model": model, "pruner": pruner, "structure": getattr(pruner_plugin, "structure", None),
-            "sparsity": sparsity, "batch_size": batch_size, "threads": threads,
-            "params_dense": count_params(dense)["params_total"], "macs_dense_per_sample": dense_macs["macs_dense"],
-        }
-        if pruned is not None:
-            counts = count_params(pruned)
-            pruned_macs = _macs(pruned, small)
-            common.update({
-                "params_pruned": counts["params_total"],
-                "achieved_sparsity": counts["sparsity_prunable"],
-                # dense kernels execute macs_dense; only a sparsity-aware kernel can approach macs_effective
-                "mac_reduction_dense_kernels": dense_macs["macs_dense"] / max(pruned_macs["macs_dense"], 1),
-                "mac_reduction_effective": dense_macs["macs_dense"] / max(pruned_macs["macs_effective"], 1),
-                "prune_info": prune_info,
-            })
-        rows = []
-        sessions: dict[tuple[str, str], Any] = {}
-        try:
-            for plugin in runtime_plugins:
-                row = {**common, "runtime": plugin.name}
-                rows.append(row)
-                prepared = _prepare_and_gate(row, plugin, dense, pruned, example, gate_batches, threads=threads,
-                                             atol=atol, rtol=rtol, workdir=workdir / plugin.name)
-                sessions.update({(plugin.name, variant): session for variant, session in prepared.items()})
-                _add_sizes(row, workdir / plugin.name)
-            if quantize is not None:
-                for plugin in runtime_plugins:
-                    fp32 = next(r for r in rows if r["runtime"] == plugin.name)
-                    if not isinstance(plugin, OnnxGraphRuntime) or fp32.get("status") != "gated":
-                        continue
-                    row = {**common, "runtime": plugin.name, "precision": "int8"}
-                    rows.append(row)
-                    session = _prepare_int8(row, plugin, pruned if pruned is not None else dense, example,
-                                            gate_batches, shape, encoding, threads=threads,
-                                            tolerance=quantize_tolerance, calibration_batches=calibration_batches,
-                                            workdir=workdir / plugin.name / "int8")
-                    if session is not None:
-                        sessions[(plugin.name, "int8")] = session
-            # every gated session of every runtime, timed in alternating blocks: on a shared machine, load
-            # changes then hit all of them alike, so the ratios between them stay meaningful
-            results = time_sessions_interleaved({f"{r}\x00{v}": s for (r, v), s in sessions.items()},
-                                                timing_inputs, warmup=warmup, repeats=repeats, rounds=rounds)
-        finally:
-            for session in sessions.values():
-                session.close()
-    for row in rows:
-        if row.get("status") != "gated":
-            continue
-        row["status"] = "ok"
-        int8 = row.get("precision") == "int8"
-        for variant in ("dense", "pruned"):
-            timed = "int8" if int8 and variant == "pruned" else variant
-            result = results.get(f"{row['runtime']}\x00{timed}")
-            if result is None:
+        path = Path(store) if store is not None else Path(tmp) / "results.db"
+        with Store(path) as db:
+            summary = run(spec, db, registry=registry, force=True)  # a bench times now: cached rows are re-timed
+            computed = set(summary.computed)
+            stored = [r for r in db.rows(BENCH_SPEC_NAME) if r["cell_key"] in computed]
+    return bench_rows(stored, [p.name for p in runtime_plugins], sparsity, structure=getattr(
+        registry.get("pruner", pruner), "structure", None), pruner=pruner, threads=threads)
+
+
+def bench_rows(stored: list[dict[str, Any]], runtimes: list[str], sparsity: float, *, structure: str | None,
+               pruner: str, threads: int) -> list[dict[str, Any]]:
+    """The bench table's rows (one per runtime and precision) from the store rows of one bench run."""
+
+    def find(runtime: str, pruned: bool, int8: bool) -> dict[str, Any] | None:
+        for row in stored:
+            if (row["runtime"] == runtime and (row["pruner"] != DENSE) == pruned
+                    and bool(row["quantize"]) == int8):
+                return row
+        return None
+
+    out = []
+    for runtime in runtimes:
+        for int8 in (False, True):
+            dense = find(runtime, False, False)
+            cell = find(runtime, sparsity > 0, int8)
+            if cell is None or dense is None:
                 continue
-            row[f"{variant}_ms"] = result.median_ms
-            row[f"{variant}_p10_ms"] = result.p10_ms
-            row[f"{variant}_p90_ms"] = result.p90_ms
-            row[f"{variant}_samples_per_s"] = result.throughput_samples_per_s
-        if "pruned_ms" in row:
-            row["speedup"] = row["dense_ms"] / row["pruned_ms"]
-        row["repeats"], row["warmup"], row["timing"] = repeats, warmup, f"interleaved, {rounds} rounds"
-    for row in rows:
-        row.setdefault("precision", "fp32")
-    eager = next((r for r in rows if r["runtime"] == REFERENCE_RUNTIME and r["status"] == "ok"), None)
-    for row in rows:
+            row = _bench_row(dense, cell, int8=int8, paired=sparsity > 0 or int8)
+            out.append({"cpu": cpu_summary(), "model": cell["model"], "pruner": pruner, "structure": structure,
+                        "sparsity": sparsity, "batch_size": cell["batch_size"], "threads": threads, **row})
+    eager = next((r for r in out if r["runtime"] == REFERENCE_RUNTIME and r["status"] == "ok"), None)
+    for row in out:
         if eager is not None and row["status"] == "ok":
             best = row.get("pruned_ms") or row.get("dense_ms")
             row["speedup_vs_eager_dense"] = eager["dense_ms"] / best if best else None
-    return rows
+    return out
 
 
-def _prepare_and_gate(row: dict[str, Any], plugin: Any, dense: nn.Module, pruned: nn.Module | None,
-                      example: tuple[torch.Tensor, ...], gate_batches: list[tuple[np.ndarray, ...]], *,
-                      threads: int, atol: float, rtol: float, workdir: Path) -> dict[str, Any]:
-    """Prepare and gate the dense (and pruned) model on one runtime; sets ``row["status"]`` to ``gated``,
-    ``skipped`` or ``failed`` and returns the gated sessions (none unless both variants passed)."""
-    available = availability_of(plugin)
-    if not available.available:
-        row.update(status="skipped", reason=available.reason)
-        return {}
-    params = plugin.params_model()
-    variants = {"dense": dense} if pruned is None else {"dense": dense, "pruned": pruned}
-    sessions: dict[str, Any] = {}
-    variant = "dense"
-    try:
-        for variant, module in variants.items():
-            session = plugin.prepare(copy.deepcopy(module), example, params, threads=threads,
-                                     workdir=workdir / variant)
-            sessions[variant] = session
-            row[f"{variant}_max_abs_err"] = verify_session(session, module, gate_batches, atol=atol, rtol=rtol)
-            row[f"{variant}_info"] = getattr(session, "info", {})
-    except Exception as exc:
-        for session in sessions.values():
-            session.close()
-        if isinstance(exc, RuntimeUnavailable):
-            row.update(status="skipped", reason=str(exc))
-        elif isinstance(exc, CellError):
-            row.update(status="failed", reason=f"{variant}: {exc}")
-        else:  # a runtime bug must not take the other runtimes' rows down
-            row.update(status="failed", reason=f"{variant}: {type(exc).__name__}: {exc}")
-        return {}
-    row["status"] = "gated"
-    return sessions
+def _bench_row(dense: dict[str, Any], cell: dict[str, Any], *, int8: bool, paired: bool) -> dict[str, Any]:
+    """One runtime's bench row from its dense row and the row of the cell timed beside it."""
+    row: dict[str, Any] = {"runtime": cell["runtime"], "precision": "int8" if int8 else "fp32",
+                           "params_dense": dense["params_total"], "macs_dense_per_sample": dense["macs_dense"],
+                           "dense_cell_key": dense["cell_key"]}
+    problem = next((r for r in (dense, cell) if r["status"] != "ok"), None)
+    if problem is not None:
+        which = "dense" if problem is dense else ("int8" if int8 else "pruned")
+        reason = problem.get("error") or ""
+        return {**row, "status": problem["status"],
+                "reason": reason if problem["status"] == "skipped" else f"{which}: {reason}"}
+    row |= {"status": "ok", "dense_max_abs_err": dense["max_abs_err_vs_torch"],
+            "dense_info": dense["runtime_info"], "dense_model_bytes": dense["model_bytes"],
+            "dense_model_bytes_compressed": dense["model_bytes_compressed"]}
+    timing = cell["runtime_info"].get("timing") or {}
+    if not paired:  # the dense model alone
+        return row | _latency("dense", dense["runtime_info"].get("timing") or {}, dense["batch_size"]) | {
+            "repeats": len(timing.get("samples_ms", [])), "warmup": timing.get("warmup"), "timing": "alone"}
+    pair = timing.get("pair")
+    if pair is None:
+        return {**row, "status": "failed",
+                "reason": f"dense reference not timed beside it: {cell['runtime_info'].get('timing_pair_error')}"}
+    row |= _latency("dense", pair, cell["batch_size"]) | _latency("pruned", timing, cell["batch_size"])
+    row |= {"speedup": cell["speedup_vs_dense"], "pruned_max_abs_err": cell["max_abs_err_vs_torch"],
+            "pruned_info": cell["runtime_info"], "pruned_model_bytes": cell["model_bytes"],
+            "pruned_model_bytes_compressed": cell["model_bytes_compressed"], "cell_key": cell["cell_key"],
+            "repeats": len(timing["samples_ms"]), "warmup": timing.get("warmup"),
+            "timing": f"interleaved with the dense model, {timing.get('rounds')} rounds"}
+    if cell["pruner"] != DENSE:
+        row |= {"params_pruned": cell["params_total"], "achieved_sparsity": cell["achieved_sparsity"],
+                "prune_info": cell["prune_info"],
+                # dense kernels execute macs_dense; only a sparsity-aware kernel can approach macs_effective
+                "mac_reduction_dense_kernels": dense["macs_dense"] / max(cell["macs_dense"] or 1, 1),
+                "mac_reduction_effective": dense["macs_dense"] / max(cell["macs_effective"] or 1, 1)}
+    if int8:
+        quantized = cell["runtime_info"].get("quantize") or {}
+        row |= {"int8_rel_err": cell["rel_err_vs_torch"], "int8_weights": quantized.get("weights_encoding"),
+                "int8_weights_reason": quantized.get("weights_reason"), "mse": cell["mse"]}
+    return row
 
 
-def _add_sizes(row: dict[str, Any], workdir: Path) -> None:
-    """``{variant}_model_bytes`` (+ ``_compressed``) of the ONNX graphs a runtime exported, if any."""
-    from sparse_runtime.quantize import model_sizes
-
-    for variant in ("dense", "pruned"):
-        found = sorted((workdir / variant).glob("model*.onnx"))
-        if found:
-            sizes = model_sizes(found[0])
-            row[f"{variant}_model_bytes"] = sizes["model_bytes"]
-            row[f"{variant}_model_bytes_compressed"] = sizes["model_bytes_compressed"]
-
-
-def _prepare_int8(row: dict[str, Any], plugin: Any, module: nn.Module, example: tuple[torch.Tensor, ...],
-                  gate_batches: list[tuple[np.ndarray, ...]], shape: DataShape, encoding: str, *, threads: int,
-                  tolerance: float, calibration_batches: int, workdir: Path) -> Any:
-    """Export, quantize (random calibration batches), open and gate the INT8 session of one runtime; sets
-    ``row["status"]`` to ``gated`` (and returns the session) or ``failed``/``skipped`` (and returns None)."""
-    from sparse_runtime.export import export_onnx
-    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, quantize_onnx
-    from tsbench_core.verify import verify_session_relative
-
-    batch_size = int(example[0].shape[0])
-    params = plugin.params_model()
-    session = None
-    plan = int8_plan_of(plugin, cpu_facts(), getattr(plugin, "int8_format", "matmulinteger"))
-    row["int8_weights"], row["int8_weights_reason"] = plan.weights, plan.reason
-    if plan.unsupported:  # before any work
-        row.update(status="skipped", reason=f"int8: {plan.unsupported}")
-        return None
-    try:
-        export = export_onnx(module, example, workdir / "model.fp32.onnx", opset=getattr(params, "opset", 14))
-        calibration = [tuple(t.numpy() for t in example_inputs(shape, batch_size, encoding, seed=200 + i))  # type: ignore[arg-type]
-                       for i in range(calibration_batches)]
-        quantized = quantize_onnx(export, workdir / "model.int8.onnx", WindowCalibrationReader(calibration, export),
-                                  keep_float=DEFAULT_KEEP_FLOAT,  # what a spec's quantize entry keeps by default
-                                  quant_format=plugin.int8_format, weights=plan.weights, weights_reason=plan.reason)
-        session = plugin.open_graph(quantized.export, params, threads=threads, batch_size=batch_size)
-        row["pruned_max_abs_err"], row["int8_rel_err"] = verify_session_relative(session, module, gate_batches,
-                                                                                  tolerance=tolerance)
-    except Exception as exc:
-        if session is not None:
-            session.close()
-        if isinstance(exc, RuntimeUnavailable):
-            row.update(status="skipped", reason=str(exc))
-        else:
-            reason = str(exc) if isinstance(exc, CellError) else f"{type(exc).__name__}: {exc}"
-            row.update(status="failed", reason=f"int8: {reason}")
-        return None
-    row["pruned_info"] = {**getattr(session, "info", {}), "quantize": quantized.info()}
-    sizes = model_sizes(quantized.path)
-    row["pruned_model_bytes"] = sizes["model_bytes"]
-    row["pruned_model_bytes_compressed"] = sizes["model_bytes_compressed"]
-    row["status"] = "gated"
-    return session
+def _latency(variant: str, timing: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    median = timing.get("median_ms")
+    return {f"{variant}_ms": median, f"{variant}_p10_ms": timing.get("p10_ms"),
+            f"{variant}_p90_ms": timing.get("p90_ms"), f"{variant}_iqr_ms": timing.get("iqr_ms"),
+            f"{variant}_unstable": timing.get("unstable"),
+            f"{variant}_samples_per_s": batch_size * 1000.0 / median if median else None}
 
 
 def _fmt(value: Any, spec: str) -> str:

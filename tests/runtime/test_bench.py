@@ -39,7 +39,8 @@ class _Extra:
 
 @pytest.fixture(scope="module")
 def registry():
-    return load_plugins(builtins=("plugins.models", "plugins.pruners", "sparse_runtime.plugin"), extra=(_Extra(),))
+    return load_plugins(builtins=("plugins.datasets", "plugins.models", "plugins.pruners", "sparse_runtime.plugin"),
+                        extra=(_Extra(),))
 
 
 def test_bench_rows_per_runtime(registry) -> None:
@@ -80,3 +81,19 @@ def test_bench_user_errors(registry) -> None:
     with pytest.raises(UserError, match="--model-params"):
         bench("dlinear", "magnitude", 0.5, ["torch-eager"], 2, registry=registry, model_params={"nope": 1},
               **SMALL)
+
+
+def test_bench_leaves_its_rows_in_the_store_it_is_given(registry, tmp_path) -> None:
+    from tsbench_core.store import Store
+
+    store = tmp_path / "s.db"
+    rows = bench("dlinear", "magnitude", 0.5, ["torch-eager"], 4, registry=registry, store=store, **SMALL)
+    with Store(store) as db:
+        stored = {r["pruner"]: r for r in db.rows("bench")}
+    assert set(stored) == {"dense", "magnitude"} and all(r["status"] == "ok" for r in stored.values())
+    row, pruned = rows[0], stored["magnitude"]
+    # the table is the store's figures: the pruned row, and its dense reference timed beside it
+    assert row["pruned_ms"] == pruned["latency_ms_median"] and row["dense_ms"] == pruned["dense_latency_ms_paired"]
+    assert row["speedup"] == pruned["speedup_vs_dense"] and pruned["dense_cell_key"] == stored["dense"]["cell_key"]
+    assert row["dense_max_abs_err"] == stored["dense"]["max_abs_err_vs_torch"]
+    assert pruned["runtime_info"]["timing"]["pair"]["dense_cell_key"] == stored["dense"]["cell_key"]

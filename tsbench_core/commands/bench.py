@@ -1,4 +1,5 @@
-"""``tsbench bench``: time one ad-hoc cell (random weights) on several runtimes, beside its dense reference.
+"""``tsbench bench``: time one ad-hoc cell (untrained weights) on several runtimes, beside its dense reference,
+through the pipeline of ``tsbench run`` (an ad-hoc spec, rows in ``--store`` or a temporary store).
 
 The defaults are those of ``tsbench_core.bench``, which takes them from the spec models (a spec's default timing,
 INT8 gate and runtime), so a bench cell is the cell a spec with the same values would time.
@@ -11,7 +12,7 @@ import argparse
 from tsbench_core.commands.common import EXIT_FAILED_CELLS, EXIT_OK, json_arg, registry
 
 NAME = "bench"
-SUMMARY = "time one ad-hoc cell on random weights, with its dense reference"
+SUMMARY = "time one ad-hoc cell (untrained weights, synthetic data) through the pipeline, beside its dense reference"
 EXAMPLES = (
     "tsbench bench --model transformer --pruner magnitude --sparsity 0.9 \\\n"
     "                --runtime torch-eager --runtime deepsparse --batch-size 32   # quick \"how fast here?\"",
@@ -49,6 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "(onnxruntime, deepsparse: MatMulInteger; openvino: QDQ)")
     parser.add_argument("--int8-tolerance", type=float, default=defaults.INT8_TOLERANCE,
                         help="INT8 gate: max RMS error / std of the fp32 torch-eager output")
+    parser.add_argument("--store", metavar="PATH", default=None,
+                        help="results database the bench's dense and pruned rows are stored in (spec name 'bench'; "
+                        "the same cells are timed again and replaced); default: a temporary one, deleted after")
     parser.add_argument("--json", action="store_true", help="print the rows (every field) as one JSON array")
 
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         model_params=json_arg(args.model_params, "--model-params"),
         pruner_params=json_arg(args.pruner_params, "--pruner-params"),
         seq_len=args.seq_len, label_len=args.label_len, pred_len=args.pred_len, enc_in=args.enc_in,
-        registry=registry(), quantize=args.quantize, quantize_tolerance=args.int8_tolerance,
+        registry=registry(), quantize=args.quantize, quantize_tolerance=args.int8_tolerance, store=args.store,
     )
     render_rows(rows, as_json=args.json)
     return EXIT_OK if all(r.get("status") in ("ok", "skipped") for r in rows) else EXIT_FAILED_CELLS

@@ -135,11 +135,12 @@ def time_prepared(cell: Prepared, timing: TimingConfig, reference: Prepared | No
     (``dense_latency_ms_paired``), the speedup between the two, and both sets of raw samples in
     ``runtime_info.timing``."""
     sessions = {"cell": cell.session} if reference is None else {"cell": cell.session, "dense": reference.session}
+    rounds = timing.rounds if reference is not None else 1
     results = time_sessions_interleaved(sessions, cell.inputs, warmup=timing.warmup, repeats=timing.repeats,
-                                        rounds=timing.rounds if reference is not None else 1,
-                                        batch_size=cell.batch_size, min_time_s=timing.min_time_s)
+                                        rounds=rounds, batch_size=cell.batch_size, min_time_s=timing.min_time_s)
     own = results["cell"]
     record: dict[str, Any] = {"protocol": "interleaved with the dense reference" if reference else "alone",
+                              "rounds": min(rounds, timing.repeats), "min_time_s": timing.min_time_s,
                               **own.to_dict()}
     columns = timing_columns(own)
     if reference is not None:
