@@ -13,14 +13,13 @@ CPUs with AMX only; ``decompression_decision`` turns it on where the CPU flags s
 elsewhere (``info.sparse_weights_decompression``).
 
 OpenVINO's telemetry is kept off by ``sparse_runtime/openvino_telemetry.py``: openvino is imported only through
-its ``import_openvino``. On x86 CPUs without VNNI, graphs that OpenVINO would run in its saturating u8 x i8
-kernels are not run (``int8_saturation_problem``).
+its ``import_openvino``. On x86 CPUs without VNNI, QDQ graphs are written with weights in half the 8-bit range
+(``int8_plan``), OpenVINO's documented workaround for the saturation of its u8 x i8 kernels there.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import platform
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -35,10 +34,11 @@ from torch import nn
 from sparse_runtime.common import base_versions, coerce_params, dist_versions
 from sparse_runtime.export import DEFAULT_OPSET, ExportResult, export_onnx
 from sparse_runtime.openvino_telemetry import ACTIVE_TELEMETRY, import_openvino, telemetry_status
+from tsbench_core.cpu import CpuFacts, cpu_facts
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import Availability, PluginParams
+from tsbench_core.protocols import Availability, Int8Plan, PluginParams
 
-AMX_INT8_FLAGS = ("amx_tile", "amx_int8")  # /proc/cpuinfo names of the AMX tiles and their INT8 instructions
+AMX_INT8_FLAGS = ("amx_tile", "amx_int8")  # the AMX tiles and their INT8 instructions (tsbench_core.cpu names)
 DEFAULT_DECOMPRESSION_RATE = 0.5
 
 
@@ -61,10 +61,8 @@ class OpenVinoParams(PluginParams):
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags of this machine (``/proc/cpuinfo``; empty where it is not readable)."""
-    from tsbench_core.environment import cpu_flags as read_flags
-
-    return read_flags()
+    """The features ``tsbench_core/cpu.py`` measured on this process's CPU (``CPUID``; right under an emulator)."""
+    return set(cpu_facts().features)
 
 
 def decompression_decision(flags: set[str], *, int8: bool, mode: str = "auto",
@@ -87,25 +85,6 @@ def decompression_decision(flags: set[str], *, int8: bool, mode: str = "auto",
                 "reason": "fp32 graph: OpenVINO decompresses sparse weights of INT8 matrix products only"}
     return {"enabled": True, "rate": rate, "summary": f"on (rate {rate:g})",
             "reason": f"AMX INT8 present: INT8 matrix products with more than {rate:g} zeros use sparse kernels"}
-
-
-# --- INT8 correctness by CPU ------------------------------------------------------------------------------
-
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni")  # int8 dot products without the 16-bit intermediate that saturates
-
-
-def int8_saturation_problem(flags: set[str], int8_products: int, *, x86_64: bool = True) -> str | None:
-    """Why OpenVINO's INT8 kernels may compute a graph wrongly on this CPU, or None.
-
-    OpenVINO documents a saturation (overflow) issue of its u8 x i8 kernels on x86 CPUs without VNNI (AVX2,
-    AVX-512 without VNNI): a 16-bit intermediate clamps. Its documented remedy, weights in half the 8-bit range,
-    is not what ``sparse_runtime/quantize.py`` writes, so such graphs are not run there.
-    """
-    if not x86_64 or int8_products == 0 or any(flag in flags for flag in VNNI_FLAGS):
-        return None
-    return (f"this CPU has no VNNI ({' / '.join(VNNI_FLAGS)} not among its flags): OpenVINO's u8 x i8 kernels, "
-            f"which would run {int8_products} matrix products of this graph, saturate there (documented); the "
-            f"matmulinteger format, which OpenVINO computes in fp32 kernels, is exact on this CPU")
 
 
 # --- sessions ---------------------------------------------------------------------------------------------
@@ -177,6 +156,21 @@ class OpenVinoRuntime:
     def versions(self) -> dict[str, str]:
         return {**base_versions(), **dist_versions("openvino", "onnx")}
 
+    def int8_plan(self, cpu: CpuFacts, quant_format: str) -> Int8Plan:
+        """int8 weights, except QDQ graphs on x86-64 without VNNI: weights in half the 8-bit range (``int8-7bit``).
+
+        OpenVINO documents that its u8 x i8 kernels saturate on x86 CPUs without VNNI (a 16-bit intermediate) and
+        that weights in half the 8-bit range avoid it (its "saturation issue" workaround). It runs MatMulInteger
+        graphs in fp32 kernels, exact with any encoding."""
+        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        if quant_format != "qdq":
+            return Int8Plan("int8", f"{quant_format}: OpenVINO computes it in fp32 kernels, exact on every CPU; {seen}")
+        if cpu.x86_64 and not cpu.vnni:
+            return Int8Plan("int8-7bit", f"x86-64 without VNNI: {seen}; OpenVINO's u8 x i8 kernels saturate in 16 "
+                            "bits there, weights in half the 8-bit range do not (its documented workaround)")
+        return Int8Plan("int8", f"{'VNNI/AMX' if cpu.vnni else 'not x86-64'}: {seen}; OpenVINO's u8 x i8 kernels do "
+                        "not saturate")
+
     def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
                 threads: int, workdir: Path) -> OpenVinoSession:
         self._require()
@@ -219,10 +213,6 @@ class OpenVinoRuntime:
         compile_s = time.perf_counter() - start - read_s
         in_force = {key: _plain(compiled.get_property(key)) for key in props}
         kernels = kernel_summary(compiled)
-        problem = int8_saturation_problem(cpu_flags(), kernels["int8"],
-                                          x86_64=platform.machine().lower() in ("x86_64", "amd64"))
-        if problem:
-            raise RuntimeUnavailable(f"INT8 on openvino: {problem}")
         decompression = {**decision, "sparse_kernels": kernels["sparse"]}
         if decision["enabled"] and not kernels["sparse"]:
             decompression["note"] = ("no matrix product took the sparse kernels (they need INT8 FullyConnected "

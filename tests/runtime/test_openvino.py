@@ -18,6 +18,8 @@ from runtime_toys import TinyForecaster, input_batches, make_inputs, prune_linea
 from sparse_runtime import openvino_rt
 from sparse_runtime.export import export_onnx
 from sparse_runtime.openvino_rt import OpenVinoParams, OpenVinoRuntime, decompression_decision
+from tsbench_core.cells import DENSE
+from tsbench_core.cpu import CpuFacts, cpu_facts
 from tsbench_core.errors import RuntimeUnavailable
 from tsbench_core.protocols import OnnxGraphRuntime, RuntimePlugin
 from tsbench_core.registry import load_plugins
@@ -85,42 +87,45 @@ def test_fp32_passes_the_gate(batch, tmp_path) -> None:
     session.close()
 
 
-def _int8_graph(tmp_path: Path, quant_format: str):
+def _int8_graph(tmp_path: Path, quant_format: str, weights: str = "int8"):
     from sparse_runtime.quantize import WindowCalibrationReader, quantize_onnx
 
     torch.manual_seed(0)
     model = prune_linears(TinyForecaster().eval(), 0.5)
     export = export_onnx(model, make_inputs(0), tmp_path / "model.fp32.onnx")
     reader = WindowCalibrationReader(input_batches(range(10, 14)), export)
-    return model, quantize_onnx(export, tmp_path / f"model.{quant_format}.onnx", reader, quant_format=quant_format)
+    return model, quantize_onnx(export, tmp_path / f"model.{quant_format}.onnx", reader, quant_format=quant_format,
+                                weights=weights)
 
 
-HAS_VNNI = any(flag in openvino_rt.cpu_flags() for flag in openvino_rt.VNNI_FLAGS)
+def _facts(features: tuple[str, ...], machine: str = "x86_64") -> CpuFacts:
+    return CpuFacts(vendor="AuthenticAMD", model_name="test CPU", family=25, model=1, stepping=1,
+                    features=features, source="cpuid", machine=machine)
 
 
-@pytest.mark.parametrize(("flags", "products", "x86", "problem"), [
-    (ZEN4, 5, True, None),
-    ({"avx2", "avx_vnni"}, 5, True, None),
-    ({"avx2", "fma"}, 5, True, "no VNNI"),
-    ({"avx2", "avx512f"}, 3, True, "would run 3 matrix products"),
-    ({"avx2"}, 0, True, None),  # nothing runs in INT8 kernels (the matmulinteger format)
-    (set(), 5, False, None),
+@pytest.mark.parametrize(("features", "machine", "quant_format", "weights"), [
+    (("avx2",), "x86_64", "qdq", "int8-7bit"),  # Zen 3: u8 x i8 kernels saturate, half-range weights do not
+    (("avx2", "avx512f", "avx512bw"), "x86_64", "qdq", "int8-7bit"),  # AVX-512 without VNNI: the same
+    (("avx2",), "x86_64", "matmulinteger", "int8"),  # computed in fp32 kernels: exact anywhere
+    (("avx2", "avx512f", "avx512_vnni"), "x86_64", "qdq", "int8"),
+    (("avx2", "avx_vnni"), "x86_64", "qdq", "int8"),
+    (("avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8"), "x86_64", "qdq", "int8"),
+    ((), "aarch64", "qdq", "int8"),
 ])
-def test_int8_saturation_rule_from_cpu_flags(flags, products, x86, problem) -> None:
-    found = openvino_rt.int8_saturation_problem(flags, products, x86_64=x86)
-    assert (found is None) if problem is None else (problem in found)
+def test_int8_plan_by_cpu(features, machine, quant_format, weights) -> None:
+    plan = RUNTIME.int8_plan(_facts(features, machine), quant_format)
+    assert plan.weights == weights and plan.unsupported is None
+    assert "test CPU" in plan.reason
 
 
 @needs_openvino
 @pytest.mark.parametrize("quant_format", ["qdq", "matmulinteger"])
 def test_int8_graph_passes_the_gate_and_matches_onnxruntime(quant_format, tmp_path) -> None:
+    from sparse_runtime.onnx_runtime import OnnxRuntimeRuntime
     from sparse_runtime.quantize import open_session
 
-    model, quantized = _int8_graph(tmp_path, quant_format)
-    if quant_format == "qdq" and not HAS_VNNI:  # the contract on such a CPU: not run, with the reason
-        with pytest.raises(RuntimeUnavailable, match="no VNNI"):
-            RUNTIME.open_graph(quantized.export, OpenVinoParams(), threads=1, batch_size=4)
-        return
+    plan = RUNTIME.int8_plan(cpu_facts(), quant_format)  # this CPU's encoding, as the cells choose it
+    model, quantized = _int8_graph(tmp_path, quant_format, weights=plan.weights)
     session = RUNTIME.open_graph(quantized.export, OpenVinoParams(), threads=1, batch_size=4)
     batches = input_batches((1, 2))
     max_err, rel = verify_session_relative(session, model, batches, tolerance=0.1)
@@ -128,8 +133,9 @@ def test_int8_graph_passes_the_gate_and_matches_onnxruntime(quant_format, tmp_pa
     kernels = session.info["fully_connected"]
     # QDQ becomes OpenVINO's integer FullyConnected kernels; MatMulInteger is computed in fp32 kernels
     assert (kernels["int8"] > 0) if quant_format == "qdq" else (kernels["int8"] == 0)
-    if HAS_VNNI:  # without VNNI ONNX Runtime's own u8 x s8 kernels saturate on this graph (issue #16)
-        # the same integer graph on ONNX Runtime: an independent implementation of the same arithmetic
+    if OnnxRuntimeRuntime().int8_plan(cpu_facts(), quant_format).weights == plan.weights:
+        # the same integer graph on ONNX Runtime (right for its kernels on this CPU too): an independent
+        # implementation of the same arithmetic
         ort = open_session("onnxruntime", quantized.export, threads=1, batch_size=4)
         for batch in batches:
             ours, theirs = session.run(list(batch)), ort.run(list(batch))
@@ -266,10 +272,9 @@ def test_spec_run_stores_fp32_and_int8_cells(tmp_path) -> None:
     ours = {(r["pruner"], bool(r["quantize"])): r for r in rows if r["runtime"] == "openvino"}
     theirs = {(r["pruner"], bool(r["quantize"])): r for r in rows if r["runtime"] == "onnxruntime"}
     assert len(ours) == 4  # dense and pruned, fp32 and INT8
+    same_encoding = (RUNTIME.int8_plan(cpu_facts(), "qdq").weights
+                     == theirs[(DENSE, True)]["runtime_info"]["quantize"]["weights_encoding"])
     for (pruner, int8), row in ours.items():
-        if int8 and not HAS_VNNI:  # skipped with the reason, not failed
-            assert row["status"] == "skipped" and "no VNNI" in row["error"]
-            continue
         assert row["status"] == "ok", row["error"]
         info = row["runtime_info"]
         assert row["latency_ms_median"] > 0 and info["compile_s"] > 0
@@ -277,7 +282,8 @@ def test_spec_run_stores_fp32_and_int8_cells(tmp_path) -> None:
             assert row["max_abs_err_vs_torch"] < 1e-4
             continue
         assert info["quantize"]["format"] == "qdq" and info["fully_connected"]["int8"] > 0
+        assert info["quantize"]["weights_encoding"] == RUNTIME.int8_plan(cpu_facts(), "qdq").weights  # this CPU's plan
         assert "reason" in info["sparse_weights_decompression"]
-        # the same INT8 graph on ONNX Runtime: the same error, so OpenVINO computes what the graph says
-        assert row["rel_err_vs_torch"] == pytest.approx(theirs[(pruner, True)]["rel_err_vs_torch"], rel=1e-3)
-        assert row["mse"] == pytest.approx(theirs[(pruner, True)]["mse"], rel=1e-3)
+        if same_encoding:  # the same INT8 graph on ONNX Runtime: the same error, OpenVINO computes what it says
+            assert row["rel_err_vs_torch"] == pytest.approx(theirs[(pruner, True)]["rel_err_vs_torch"], rel=1e-3)
+            assert row["mse"] == pytest.approx(theirs[(pruner, True)]["mse"], rel=1e-3)
