@@ -7,6 +7,11 @@ which ``speedup_vs_dense`` compares against. Three keys chain the steps: ``train
 enters the ``train_key`` (so every key after it): each seed trains, prunes, fine-tunes and calibrates its own
 models.
 
+A pruning entry with ``fine_tune`` also gives its *dense control*: ``pruner="dense"`` with the same fine-tuning
+(same epochs, lr and batches, nothing pruned) as cells of its own, once per distinct fine-tuning config. The
+accuracy change of a fine-tuned row is measured against that control, so a pruned model is never credited with
+the extra training; one-shot rows are compared with the plain dense model.
+
 A pruning entry with ``quantize`` gives cells that run the INT8 quantization of the same pruned weights: the
 weights (and their ``prune_key``) are shared with the fp32 cells, the quantize config enters the ``cell_key``
 only (cells without it keep the keys they always had), and their dense reference is the fp32 dense cell of the
@@ -88,7 +93,8 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class PruneJob:
-    """Pruning (and optional fine-tuning) of a trained dense model; ``pruner == DENSE`` is the identity."""
+    """Pruning (and optional fine-tuning) of a trained dense model; ``pruner == DENSE`` without fine-tuning is
+    the identity, with fine-tuning the dense control of that budget."""
 
     train: TrainJob
     pruner: str
@@ -97,8 +103,18 @@ class PruneJob:
     fine_tune: FineTuneConfig | None
 
     @property
+    def is_identity(self) -> bool:
+        """The trained dense model itself (no pruning, no fine-tuning)."""
+        return self.pruner == DENSE and self.fine_tune is None
+
+    @property
+    def is_control(self) -> bool:
+        """The dense model given a fine-tuning budget (the reference of the pruned rows with that budget)."""
+        return self.pruner == DENSE and self.fine_tune is not None
+
+    @property
     def key(self) -> str:
-        if self.pruner == DENSE:
+        if self.is_identity:
             return self.train.key
         return content_hash(
             {
@@ -113,6 +129,11 @@ class PruneJob:
     @property
     def dense(self) -> PruneJob:
         return PruneJob(self.train, DENSE, 0.0, {}, None)
+
+    @property
+    def control(self) -> PruneJob:
+        """The dense control with this job's fine-tuning (the plain dense model for one-shot jobs)."""
+        return PruneJob(self.train, DENSE, 0.0, {}, self.fine_tune)
 
 
 @dataclass(frozen=True)
@@ -145,7 +166,7 @@ class Cell:
     @property
     def is_reference(self) -> bool:
         """The fp32 dense cell, which other cells' speedups are measured against."""
-        return self.prune.pruner == DENSE and self.quantize is None
+        return self.prune.is_identity and self.quantize is None
 
     @property
     def dense_key(self) -> str:
@@ -159,6 +180,8 @@ class Cell:
         t = self.prune.train
         sparsity = "" if self.prune.pruner == DENSE else f"@{self.prune.sparsity:g}"
         quantized = " int8" if self.quantize is not None else ""
+        if self.prune.fine_tune is not None:
+            quantized += f" ft{self.prune.fine_tune.epochs}"
         return (f"{t.dataset.plugin}/{t.pred_len} {t.model} seed {t.seed} {self.prune.pruner}{sparsity}{quantized} "
                 f"{self.runtime} bs{self.batch_size}")
 
@@ -182,6 +205,8 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                 jobs: list[tuple[PruneJob, QuantizeConfig | None, list[tuple[RuntimeEntry, int]]]]
                 jobs = [(dense, None, everywhere)]
                 jobs += [(dense, q, targets) for q, targets in _distinct_quantize(spec)]
+                jobs += [(PruneJob(train, DENSE, 0.0, {}, fine_tune), None, targets)
+                         for fine_tune, targets in _distinct_fine_tune(spec)]
                 for entry in spec.pruning:
                     pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
                     jobs += [
@@ -227,6 +252,16 @@ def _distinct_quantize(spec: Spec) -> list[tuple[QuantizeConfig, list[tuple[Runt
     return [(quantize, _union_targets(spec, entries)) for quantize, entries in seen.values()]
 
 
+def _distinct_fine_tune(spec: Spec) -> list[tuple[FineTuneConfig, list[tuple[RuntimeEntry, int]]]]:
+    """The distinct fine-tuning configs of the pruning entries, in spec order, each with where its dense control
+    runs: wherever an entry with that config runs."""
+    seen: dict[str, tuple[FineTuneConfig, list[PruningEntry]]] = {}
+    for entry in spec.pruning:
+        if entry.fine_tune is not None:
+            seen.setdefault(entry.fine_tune.model_dump_json(), (entry.fine_tune, []))[1].append(entry)
+    return [(fine_tune, _union_targets(spec, entries)) for fine_tune, entries in seen.values()]
+
+
 def _unique(cells: list[Cell]) -> list[Cell]:
     seen: set[str] = set()
     out = []
@@ -237,7 +272,7 @@ def _unique(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-SELECTABLE = ("dataset", "pred_len", "model", "seed", "pruner", "runtime", "batch_size", "quantize")
+SELECTABLE = ("dataset", "pred_len", "model", "seed", "pruner", "fine_tune", "runtime", "batch_size", "quantize")
 
 
 def cell_fields(cell: Cell) -> dict[str, str]:
@@ -249,6 +284,7 @@ def cell_fields(cell: Cell) -> dict[str, str]:
         "model": train.model,
         "seed": str(train.seed),
         "pruner": cell.prune.pruner,
+        "fine_tune": "none" if cell.prune.fine_tune is None else str(cell.prune.fine_tune.epochs),
         "runtime": cell.runtime,
         "batch_size": str(cell.batch_size),
         "quantize": cell.quantize.method if cell.quantize is not None else "none",

@@ -30,7 +30,7 @@ from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
 from tsbench_core.steps.measure import Prepared, int8_plan, prepare_fp32, prepare_int8, time_prepared
-from tsbench_core.steps.prune import prune_and_fine_tune, prune_context
+from tsbench_core.steps.prune import fine_tune_dense, prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
 from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
 from tsbench_core.variants import variant_label
@@ -128,8 +128,8 @@ def dense_artifact(ws: Workspace, job: TrainJob) -> Artifact:
 
 
 def pruned_artifact(ws: Workspace, job: PruneJob) -> Artifact:
-    """Prune (and fine-tune) a trained dense model once per content hash."""
-    if job.pruner == DENSE:
+    """Prune (and fine-tune) a trained dense model once per content hash (a dense control: fine-tune only)."""
+    if job.is_identity:
         return dense_artifact(ws, job.train)
     return _build(ws, job.key, _prune, job)
 
@@ -167,10 +167,13 @@ def _prune(ws: Workspace, job: PruneJob) -> Artifact:
     model = build_dense(ws, job.train, splits)
     model.load_state_dict(load_weights(dense))
     model_params = ws.params("model", job.train.model, job.train.model_params)
-    pruner = ws.plugins().records["pruner"][job.pruner].plugin
     context = prune_context(job.train.model, model_params, splits, job.train.training, job.train.seed, ws.progress)
-    result, fine_tune = prune_and_fine_tune(model, pruner, job.sparsity, ws.params("pruner", job.pruner,
-                                            job.pruner_params), job.fine_tune, context)
+    if job.is_control:
+        result, fine_tune = fine_tune_dense(model, job.fine_tune, context)
+    else:
+        pruner = ws.plugins().records["pruner"][job.pruner].plugin
+        result, fine_tune = prune_and_fine_tune(model, pruner, job.sparsity, ws.params("pruner", job.pruner,
+                                                job.pruner_params), job.fine_tune, context)
     pruned = result.model
     metrics = evaluate(pruned, splits, job.train.training.batch_size,
                        max_batches=job.train.training.max_eval_batches)
@@ -262,6 +265,7 @@ def base_row(cell: Cell) -> dict[str, Any]:
         "pruner": cell.prune.pruner,
         "target_sparsity": cell.prune.sparsity,
         "fine_tuned": int(cell.prune.fine_tune is not None),
+        "fine_tune": cell.prune.fine_tune.model_dump_json() if cell.prune.fine_tune is not None else None,
         "runtime": cell.runtime,
         "batch_size": cell.batch_size,
         "quantize": cell.quantize.method if cell.quantize is not None else None,

@@ -1,8 +1,13 @@
 """Stored rows grouped over seeds: one group per setting (every identity field except the seed), with the
-accuracy change against the dense reference paired per seed. Pure functions over row dicts."""
+accuracy change against its dense reference paired per seed. Pure functions over row dicts.
+
+The reference of a fine-tuned row is the dense control with the same fine-tuning (the dense model given the same
+extra training); of a one-shot row, and of a control itself, the plain dense model. A fine-tuned row whose control
+is not stored (rows from before controls existed) falls back to the plain dense model, and says so."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +20,7 @@ Row = dict[str, Any]
 
 # what makes two rows the same setting (a timed cell without its seed) ...
 SETTING_FIELDS = ("spec_name", "dataset", "seq_len", "label_len", "pred_len", "model", "pruner", "target_sparsity",
-                  "fine_tuned", "quantize", "variant", "runtime", "batch_size")
+                  "fine_tuned", "fine_tune", "quantize", "variant", "runtime", "batch_size")
 # ... and the same model (accuracy does not depend on the runtime or batch size of fp32 cells)
 JOB_FIELDS = tuple(f for f in SETTING_FIELDS if f not in ("runtime", "batch_size"))
 # the rows a row's accuracy change is measured against share these fields and the seed
@@ -79,22 +84,75 @@ def _better(row: Row, kept: Row) -> bool:
 
 
 def is_dense_reference(row: Row) -> bool:
-    """The fp32 dense row whose accuracy other rows of its task and seed are compared with."""
+    """An fp32 dense row (the plain dense model or a dense control), which other rows are compared with."""
     return row.get("pruner") == DENSE and not row.get("quantize")
 
 
+def is_plain_dense(row: Row) -> bool:
+    """The fp32 trained dense model itself (no fine-tuning)."""
+    return is_dense_reference(row) and not row.get("fine_tuned")
+
+
+def is_control(row: Row) -> bool:
+    """A dense control: the fp32 dense model given a fine-tuning budget."""
+    return is_dense_reference(row) and bool(row.get("fine_tuned"))
+
+
+def fine_tune_label(row: Row) -> str:
+    """``none``, ``1 epoch, lr 0.0005`` (``, ≤ N batches/epoch`` when capped), or ``yes`` for older rows that did
+    not record their fine-tuning config."""
+    if not row.get("fine_tuned"):
+        return "none"
+    raw = row.get("fine_tune")
+    if not raw:
+        return "yes"
+    config = json.loads(raw) if isinstance(raw, str) else raw
+    epochs = config.get("epochs")
+    text = f"{epochs} epoch{'s' if epochs != 1 else ''}, lr {config.get('lr'):g}"
+    if config.get("max_train_batches"):
+        text += f", ≤ {config['max_train_batches']} batches/epoch"
+    return text
+
+
+def reference_label(row: Row) -> str:
+    """How a reference row is named in tables: ``dense`` or ``dense + <fine-tuning>``."""
+    return "dense" if not row.get("fine_tuned") else f"dense + {fine_tune_label(row)}"
+
+
+def _reference_slot(row: Row, fine_tune: Any) -> tuple[Any, ...]:
+    return (*setting_of(row, _TASK_FIELDS), row.get("seed"), fine_tune)
+
+
 def reference_key(row: Row) -> tuple[Any, ...]:
-    """The (task, seed) a row's accuracy change refers to."""
-    return (*setting_of(row, _TASK_FIELDS), row.get("seed"))
+    """The (task, seed, fine-tuning) of the dense row a row's accuracy change refers to."""
+    own = None if is_control(row) or not row.get("fine_tuned") else row.get("fine_tune")
+    return _reference_slot(row, own)
 
 
-def reference_values(rows: Iterable[Row], column: str = "mse") -> dict[tuple[Any, ...], float]:
-    """``column`` of every ok dense reference row, by ``reference_key``."""
-    out: dict[tuple[Any, ...], float] = {}
+@dataclass(frozen=True)
+class Reference:
+    value: float
+    label: str  # e.g. "dense" or "dense + 1 epoch, lr 0.0005"
+
+
+def reference_values(rows: Iterable[Row], column: str = "mse") -> dict[tuple[Any, ...], Reference]:
+    """``column`` of every ok fp32 dense row (plain or control), by (task, seed, its fine-tuning)."""
+    out: dict[tuple[Any, ...], Reference] = {}
     for row in rows:
         if is_dense_reference(row) and row.get("status") == STATUS_OK and row.get(column) is not None:
-            out.setdefault(reference_key(row), float(row[column]))
+            fine_tune = row.get("fine_tune") if row.get("fine_tuned") else None
+            out.setdefault(_reference_slot(row, fine_tune), Reference(float(row[column]), reference_label(row)))
     return out
+
+
+def find_reference(row: Row, references: dict[tuple[Any, ...], Reference]) -> Reference | None:
+    """A row's reference; a fine-tuned row without a stored control gets the plain dense model, labelled so."""
+    found = references.get(reference_key(row))
+    if found is None and row.get("fine_tuned") and not is_control(row):
+        plain = references.get(_reference_slot(row, None))
+        if plain is not None:
+            found = Reference(plain.value, "dense (no fine-tuned control stored)")
+    return found
 
 
 @dataclass(frozen=True)
@@ -102,6 +160,7 @@ class Comparison:
     """A setting against its dense reference, seed by seed: ``pairs`` of (seed, value, reference)."""
 
     pairs: tuple[tuple[Any, float, float], ...]
+    against: str = "dense"  # which dense row the change refers to
 
     @property
     def relative(self) -> Spread | None:
@@ -119,13 +178,14 @@ class Comparison:
 
 def compare_to_reference(group: SeedGroup, references: dict[tuple[Any, ...], float],
                          column: str = "mse") -> Comparison | None:
-    """The group's ``column`` paired per seed with its reference's; ``None`` for the reference itself or when no
+    """The group's ``column`` paired per seed with its reference's; ``None`` for the plain dense model or when no
     seed has both values."""
-    if is_dense_reference(group.first):
+    if is_plain_dense(group.first):
         return None
-    pairs = []
+    pairs, labels = [], []
     for row in group.ok_rows:
-        reference = references.get(reference_key(row))
+        reference = find_reference(row, references)
         if row.get(column) is not None and reference is not None:
-            pairs.append((row.get("seed"), float(row[column]), reference))
-    return Comparison(tuple(pairs)) if pairs else None
+            pairs.append((row.get("seed"), float(row[column]), reference.value))
+            labels.append(reference.label)
+    return Comparison(tuple(pairs), labels[0]) if pairs else None

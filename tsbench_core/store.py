@@ -38,6 +38,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pruner", "TEXT"),
     ("target_sparsity", "REAL"),
     ("fine_tuned", "INTEGER"),
+    ("fine_tune", "TEXT"),  # the fine-tuning config as JSON (epochs, lr, max_train_batches); NULL: none / older row
     ("variant", "TEXT"),  # the non-default plugin options (variants.py): two variants of a plugin never merge
     ("train_key", "TEXT"),
     ("prune_key", "TEXT"),

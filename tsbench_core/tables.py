@@ -17,13 +17,14 @@ SETTING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pred_len", "H"),
     ("model", "model"),
     ("pruner", "pruner"),
+    ("fine_tune", "fine-tuning"),
     ("quantize", "quant"),
     ("target_sparsity", "target"),
     ("achieved_sparsity", "sparsity"),
     ("params_nonzero", "params≠0"),
     ("macs_effective", "MACs eff"),
 )
-TEXT_COLUMNS = ("dataset", "model", "pruner", "quant", "runtime", "status", "vs dense")
+TEXT_COLUMNS = ("dataset", "model", "pruner", "fine-tuning", "quant", "runtime", "status", "vs ref", "Δ against")
 
 
 def format_value(column: str, value: Any) -> str:
@@ -52,11 +53,12 @@ def _si(value: float) -> str:
 def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]], list[str]]:
     """The results table: one line per setting, aggregated over its seeds (headers, lines, each line's status).
 
-    MSE, MAE and latency are ``mean ± sd`` over the seeds (the bare value for one seed), ΔMSE is the change vs the
-    dense model paired per seed; with several seeds the 95 % interval of the mean MSE (t distribution) and the
-    paired test against dense (``seed_stats.TEST_NAME``) get their own columns.
+    MSE, MAE and latency are ``mean ± sd`` over the seeds (the bare value for one seed), ΔMSE is the change against
+    the dense row named in ``Δ against`` (the dense control with the same fine-tuning for fine-tuned rows, else the
+    plain dense model) paired per seed; with several seeds the 95 % interval of the mean MSE (t distribution) and
+    the paired test against that reference (``seed_stats.TEST_NAME``) get their own columns.
     """
-    from tsbench_core.seed_groups import compare_to_reference, group_over_seeds, reference_values
+    from tsbench_core.seed_groups import compare_to_reference, fine_tune_label, group_over_seeds, reference_values
     from tsbench_core.seed_stats import format_ci, format_spread
 
     groups = group_over_seeds(rows)
@@ -64,20 +66,22 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     several = any(len(g.ok_rows) > 1 for g in groups)
     setting_columns = [(c, h) for c, h in SETTING_COLUMNS if c != "quantize" or any(r.get("quantize") for r in rows)]
     headers = [h for _, h in setting_columns] + ["n", "MSE", *(["MSE 95% CI"] if several else []), "MAE",
-                                                  "ΔMSE vs dense", *(["vs dense"] if several else []),
+                                                  "ΔMSE", *(["vs ref"] if several else []), "Δ against",
                                                   "runtime", "bs", "ms (med)", "speedup", "status"]
     lines, statuses = [], []
     for group in groups:
         first = group.first
         comparison = compare_to_reference(group, references)
         delta = "–" if comparison is None else format_spread(comparison.relative, lambda v: f"{v:+.1f}%")
-        line = [format_value(c, first.get(c)) for c, _ in setting_columns]
+        line = [fine_tune_label(first) if c == "fine_tune" else format_value(c, first.get(c))
+                for c, _ in setting_columns]
         line += [str(len(group.ok_rows)), format_spread(group.spread("mse"), _fmt("mse"))]
         if several:
             line.append(format_ci(group.spread("mse"), _fmt("mse")))
         line += [format_spread(group.spread("mae"), _fmt("mae")), delta]
         if several:
             line.append("–" if comparison is None else comparison.verdict)
+        line.append("–" if comparison is None else comparison.against)
         line += [str(first.get("runtime")), str(first.get("batch_size")),
                  format_spread(group.spread("latency_ms_median"), _fmt("latency_ms_median")),
                  format_spread(group.spread("speedup_vs_dense"), lambda v: f"{v:.2f}×"), group.status]

@@ -88,10 +88,10 @@ def test_two_separate_runs_merge_into_a_single_runs_report(stores: dict[str, Pat
     write_report(stores["single"], NAME, tmp_path / "single", [])
     merged_acc = md_table(tmp_path / "merged" / "report.md", "Accuracy")
     assert merged_acc == md_table(tmp_path / "single" / "report.md", "Accuracy")
-    assert [line[8] for line in merged_acc[2:]] == ["2", "2"]  # n = 2 seeds per setting
+    assert [line[9] for line in merged_acc[2:]] == ["2", "2"]  # n = 2 seeds per setting
     merged_lat = md_table(tmp_path / "merged" / "report.md", "Latency")
     single_lat = md_table(tmp_path / "single" / "report.md", "Latency")
-    assert [line[:5] for line in merged_lat] == [line[:5] for line in single_lat]  # timings differ, rows do not
+    assert [line[:6] for line in merged_lat] == [line[:6] for line in single_lat]  # timings differ, rows do not
 
 
 def test_merging_twice_adds_nothing(stores: dict[str, Path], tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def test_report_of_several_specs_with_failures(tmp_path: Path) -> None:
     pngs = sorted(p.name for p in written if p.suffix == ".png")
     assert len(pngs) == 2 * 4  # two (spec, dataset, horizon) sections, four plots each
     assert "a_etth1_H192_pareto.png" in pngs and "b_etth1_H96_speedup_vs_sparsity.png" in pngs
+    assert "a_etth1_H192_mse_vs_density.png" in pngs
     markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert markdown.count("\n## etth1, horizon") == 3  # the failed and skipped rows of spec a are at H96
     assert "## Failed and skipped cells" in markdown

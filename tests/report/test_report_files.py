@@ -20,7 +20,7 @@ from tsbench_core.errors import UserError
 from tsbench_core.report import write_report
 from tsbench_core.store import Store
 
-PLOT_STEMS = ("mse_vs_sparsity", "speedup_vs_sparsity", "latency_vs_macs", "pareto")
+PLOT_STEMS = ("mse_vs_density", "speedup_vs_sparsity", "latency_vs_macs", "pareto")
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +110,13 @@ def test_markdown_tables_hold_stored_numbers(report: tuple[Path, list[Path]],
     assert set(accuracy) == set(latency) == {(r["model"], r["pruner"]) for r in stored_rows}
     for row in stored_rows:
         acc = accuracy[(row["model"], row["pruner"])]
-        assert acc[3] == f"{row['achieved_sparsity']:.3f}"
-        assert acc[8] == "1"  # one seed: n = 1, bare values, no interval or test columns
-        assert acc[9] == f"{row['mse']:.4f}" and acc[10] == f"{row['mae']:.4f}"
+        assert acc[2] == "none"  # no fine-tuning
+        assert acc[4] == f"{row['achieved_sparsity']:.3f}"
+        assert acc[9] == "1"  # one seed: n = 1, bare values, no interval or test columns
+        assert acc[10] == f"{row['mse']:.4f}" and acc[11] == f"{row['mae']:.4f}"
         lat = latency[(row["model"], row["pruner"])]
-        assert lat[4] == "4"  # batch size
-        assert lat[5].startswith(f"{row['latency_ms_median']:.3f}")
+        assert lat[2] == "none" and lat[5] == "4"  # fine-tuning, batch size
+        assert lat[6].startswith(f"{row['latency_ms_median']:.3f}")
         if row["pruner"] == "magnitude":
             dense = next(r for r in stored_rows if r["model"] == row["model"] and r["pruner"] == "dense")
             assert abs(row["achieved_sparsity"] - 0.5) < 0.02
@@ -125,9 +126,9 @@ def test_markdown_tables_hold_stored_numbers(report: tuple[Path, list[Path]],
             assert row["dense_latency_ms_paired"] == pytest.approx(float(np.median(pair["samples_ms"])))
             speedup = row["dense_latency_ms_paired"] / row["latency_ms_median"]
             assert row["speedup_vs_dense"] == pytest.approx(speedup)
-            assert lat[5].endswith(f"({speedup:.2f}×)")
+            assert lat[6].endswith(f"({speedup:.2f}×)")
             change = 100.0 * (row["mse"] / dense["mse"] - 1.0)
-            assert acc[11] == f"{change:+.1f}%" and len(acc) == 12
+            assert acc[12] == f"{change:+.1f}%" and acc[13] == "dense" and len(acc) == 14
     assert "## Environment" in markdown and "torch-eager" in markdown
 
 

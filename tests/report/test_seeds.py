@@ -131,7 +131,7 @@ def test_report_mean_ci_and_paired_test_match_scipy(seeds_store: Path, seed_rows
     write_report(seeds_store, NAME, tmp_path, [])
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "paired t-test across seeds (scipy.stats.ttest_rel" in markdown
-    table = {(r[1], r[2]): r for r in _md_rows(markdown, "Accuracy")}
+    table = {(r[1], r[3]): r for r in _md_rows(markdown, "Accuracy")}
     dense = _by_setting(seed_rows, "dense", 0.0)
     dense_mse = np.array([dense[s]["mse"] for s in SEEDS])
     for pruner, target, shown_target in (("dense", 0.0, "–"), ("magnitude", 0.5, "0.500"),
@@ -140,23 +140,24 @@ def test_report_mean_ci_and_paired_test_match_scipy(seeds_store: Path, seed_rows
         mse = np.array([rows[s]["mse"] for s in SEEDS])
         mae = np.array([rows[s]["mae"] for s in SEEDS])
         line = table[(pruner, shown_target)]
-        # model pruner target sparsity params params≠0 MACs-dense MACs-eff n MSE CI MAE ΔMSE test
-        assert line[8] == "3"
-        assert line[9] == f"{mse.mean():.4f} ± {mse.std(ddof=1):.4f}"
+        # model pruner fine-tuning target sparsity params params≠0 MACs-dense MACs-eff n MSE CI MAE ΔMSE test against
+        assert line[9] == "3"
+        assert line[10] == f"{mse.mean():.4f} ± {mse.std(ddof=1):.4f}"
         low, high = stats.t.interval(0.95, len(mse) - 1, loc=mse.mean(), scale=stats.sem(mse))
-        assert line[10] == f"{low:.4f} – {high:.4f}"
-        assert line[11] == f"{mae.mean():.4f} ± {mae.std(ddof=1):.4f}"
+        assert line[11] == f"{low:.4f} – {high:.4f}"
+        assert line[12] == f"{mae.mean():.4f} ± {mae.std(ddof=1):.4f}"
         if pruner == "dense":
-            assert line[12:] == ["–", "–"]
+            assert line[13:] == ["–", "–", "–"]
             continue
         change = 100.0 * (mse / dense_mse - 1.0)
-        assert line[12] == f"{change.mean():+.1f}% ± {change.std(ddof=1):.1f}%"
+        assert line[13] == f"{change.mean():+.1f}% ± {change.std(ddof=1):.1f}%"
         p_value = stats.ttest_rel(mse, dense_mse).pvalue
-        assert line[13] == ("significant" if p_value < 0.05 else "not significant")
-    latency = {(r[1], r[2]): r for r in _md_rows(markdown, "Latency")}
+        assert line[14] == ("significant" if p_value < 0.05 else "not significant")
+        assert line[15] == "dense"
+    latency = {(r[1], r[3]): r for r in _md_rows(markdown, "Latency")}
     for pruner, target, shown_target in (("dense", 0.0, "–"), ("magnitude", 0.9, "0.900")):
         ms = np.array([r["latency_ms_median"] for r in _by_setting(seed_rows, pruner, target).values()])
-        assert latency[(pruner, shown_target)][5].startswith(f"{ms.mean():.3f} ± {ms.std(ddof=1):.3f}")
+        assert latency[(pruner, shown_target)][6].startswith(f"{ms.mean():.3f} ± {ms.std(ddof=1):.3f}")
 
 
 def test_results_table_aggregates_over_seeds(seed_rows: list[dict[str, Any]]) -> None:
@@ -167,7 +168,8 @@ def test_results_table_aggregates_over_seeds(seed_rows: list[dict[str, Any]]) ->
     mse = np.array([r["mse"] for r in _by_setting(seed_rows, "magnitude", 0.5).values()])
     assert pruned[column["n"]] == "3"
     assert pruned[column["MSE"]] == f"{mse.mean():.4f} ± {mse.std(ddof=1):.4f}"
-    assert pruned[column["vs dense"]] in ("significant", "not significant")
+    assert pruned[column["vs ref"]] in ("significant", "not significant")
+    assert pruned[column["Δ against"]] == "dense" and pruned[column["fine-tuning"]] == "none"
 
 
 def test_one_seed_shows_no_spread() -> None:
@@ -179,10 +181,10 @@ def test_one_seed_shows_no_spread() -> None:
                                                                               ("magnitude", 0.5, 0.5))]
     section = group_sections(rows)[0]
     accuracy = accuracy_table(section)
-    assert "MSE 95% CI" not in accuracy.headers and "vs dense" not in accuracy.headers
+    assert "MSE 95% CI" not in accuracy.headers and "vs reference" not in accuracy.headers
     assert "±" not in json.dumps(accuracy.rows + latency_table(section).rows, ensure_ascii=False)
     headers, _, _ = summary_table(rows)
-    assert "MSE 95% CI" not in headers and "vs dense" not in headers
+    assert "MSE 95% CI" not in headers and "vs ref" not in headers
 
 
 def test_paired_p_value_edge_cases() -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsbench_core.cells import DENSE, Cell, PruneJob, TrainJob
+from tsbench_core.cells import Cell, PruneJob, TrainJob
 from tsbench_core.errors import TsbenchError, UserError
 from tsbench_core.hostlock import host_lock as node_lock
 from tsbench_core.pipeline import Workspace, base_row, dense_artifact, measure_cell, pruned_artifact
@@ -121,7 +121,7 @@ def plan_tasks(
         train_key = f"tsbench-train-{train.key}-{token}"
         trains.setdefault(train.key, TaskPlan(train_key, "train", train, None, resources(train_cuda)))
         upstream = train_key
-        if cell.prune.pruner != DENSE:
+        if not cell.prune.is_identity:
             prune_key = f"tsbench-prune-{cell.prune.key}-{token}"
             prunes.setdefault(cell.prune.key,
                               TaskPlan(prune_key, "prune", cell.prune, train_key, resources(train_cuda)))

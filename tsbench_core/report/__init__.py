@@ -18,6 +18,7 @@ from tsbench_core.report.files import write_text_atomic
 from tsbench_core.report.html import render_html
 from tsbench_core.report.markdown import render_markdown
 from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure
+from tsbench_core.report.summary import summary_table
 from tsbench_core.report.tables import accuracy_table, environment_tables, failures_table, int8_table, latency_table
 from tsbench_core.tables import to_csv
 
@@ -57,6 +58,9 @@ def _blocks(data: ReportData, entries: list[BenchEntry], out_dir: Path, written:
     ]
     if data.runs:
         blocks.append(Bullets(run_summary(data.runs)))
+    summaries = [t for t in (summary_table(s) for s in data.sections) if t is not None]
+    if summaries:
+        blocks += [Heading(2, "Summary"), *summaries]
     for section in data.sections:
         blocks += [Heading(2, section.title), accuracy_table(section), latency_table(section)]
         int8 = int8_table(section)

@@ -6,6 +6,7 @@ process, including one with an interactive backend. Every function returns ``Non
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from tsbench_core.cells import DENSE
 from tsbench_core.report.benchjson import BenchEntry
@@ -22,18 +24,18 @@ from tsbench_core.report.data import (
     Row,
     Section,
     accuracy_groups,
-    dense_spread,
     pareto_front,
     per_sample_ms,
     pruner_label,
     sparsity_of,
 )
 from tsbench_core.report.files import write_atomic
-from tsbench_core.seed_groups import SeedGroup, group_over_seeds
+from tsbench_core.seed_groups import SeedGroup, group_over_seeds, is_dense_reference
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+DENSITY_TICKS = (1.0, 0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001)
 
 
 def _figure(n_panels: int = 1, width: float = 5.2, height: float = 4.0) -> tuple[Figure, list[Any]]:
@@ -45,10 +47,6 @@ def _figure(n_panels: int = 1, width: float = 5.2, height: float = 4.0) -> tuple
     for extra in axes[n_panels:]:
         extra.set_visible(False)
     return fig, axes[:n_panels]
-
-
-def _style(index: int) -> dict[str, Any]:
-    return {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
 
 
 def si(value: float) -> str:
@@ -97,71 +95,136 @@ def _seed_note(groups: Sequence[SeedGroup]) -> str:
     return f"\nmean over up to {most} seeds; bands and bars ± 1 sd" if most > 1 else ""
 
 
-def mse_vs_sparsity(section: Section) -> Figure | None:
-    """Test MSE against achieved sparsity, one panel per model, one line per pruner (mean over seeds, band ± sd),
-    dense as a dashed line (its ± sd as a grey band)."""
+def series_label(row: Row) -> str:
+    """Pruner (with ``+int8``) and, when fine-tuned, ``ft N ep``: what one curve of one model is."""
+    label = pruner_label(row)
+    if row.get("fine_tuned"):
+        epochs = _fine_tune_epochs(row)
+        label += f" ft {epochs} ep" if epochs is not None else " ft"
+    return label
+
+
+def _fine_tune_epochs(row: Row) -> int | None:
+    raw = row.get("fine_tune")
+    if not raw:
+        return None
+    return (json.loads(raw) if isinstance(raw, str) else raw).get("epochs")
+
+
+class Palette:
+    """Stable colours for one kind of name (runtimes or pruners) and markers for models, in first-seen order."""
+
+    def __init__(self, names: Sequence[Any], values: Sequence[str]) -> None:
+        self.order = list(dict.fromkeys(names))
+        self.values = values
+
+    def __getitem__(self, name: Any) -> str:
+        return self.values[self.order.index(name) % len(self.values)]
+
+
+def _legends(fig: Figure, models: Palette, colours: Palette, colour_title: str, extra: Sequence[Any] = ()) -> None:
+    """Two figure legends outside the panels: models by marker, and ``colour_title`` by colour (+ ``extra``)."""
+    model_handles = [Line2D([], [], color="dimgrey", marker=models[m], linestyle="none", label=str(m))
+                     for m in models.order]
+    colour_handles = [Line2D([], [], color=colours[c], marker="s", linestyle="-", label=str(c))
+                      for c in colours.order]
+    fig.legend(handles=model_handles, title="model (marker)", loc="outside right upper", fontsize="small",
+               title_fontsize="small")
+    fig.legend(handles=[*colour_handles, *extra], title=f"{colour_title} (colour)", loc="outside right lower",
+               fontsize="small", title_fontsize="small")
+
+
+def _tuning_handles(groups: Sequence[SeedGroup]) -> list[Line2D]:
+    """Legend entries for the line styles, when both one-shot and fine-tuned settings are drawn."""
+    kinds = {bool(g.first.get("fine_tuned")) for g in groups if not is_dense_reference(g.first)}
+    if len(kinds) < 2:
+        return []
+    return [Line2D([], [], color="dimgrey", linestyle="--", label="one-shot"),
+            Line2D([], [], color="dimgrey", linestyle="-", label="fine-tuned")]
+
+
+def mse_vs_density(section: Section) -> Figure | None:
+    """Small multiples, one panel per model: test MSE against density (fraction of prunable weights kept, log
+    scale, falling to the right), one line per pruner and fine-tuning (colour per pruner, solid fine-tuned, dashed
+    one-shot; mean over seeds with a ± sd band), the dense model as a black dashed line with its ± sd band and each
+    dense control (dense + the same fine-tuning) as a dotted line."""
     groups = [g for g in accuracy_groups(section.ok_rows) if g.spread("mse") is not None]
     models = list(dict.fromkeys(g.first["model"] for g in groups))
     if not models:
         return None
-    fig, axes = _figure(len(models))
+    pruners = Palette([pruner_label(g.first) for g in groups if not is_dense_reference(g.first)], COLORS)
+    fig, axes = _figure(len(models), width=4.6, height=3.6)
     for ax, model in zip(axes, models, strict=True):
         mine = [g for g in groups if g.first["model"] == model]
-        pruners = list(dict.fromkeys(pruner_label(g.first) for g in mine if pruner_label(g.first) != DENSE))
-        for i, pruner in enumerate(pruners):
-            pts = sorted((sparsity_of(g.first), *(_mean_sd(g, "mse") or (0.0, 0.0)))
-                         for g in mine if pruner_label(g.first) == pruner)
+        curves = list(dict.fromkeys(series_label(g.first) for g in mine if not is_dense_reference(g.first)))
+        for curve in curves:
+            members = [g for g in mine if series_label(g.first) == curve and not is_dense_reference(g.first)]
+            pts = sorted(((max(1.0 - sparsity_of(g.first), 1e-3), *(_mean_sd(g, "mse") or (0.0, 0.0)))
+                          for g in members), reverse=True)
             x, y, sd = (np.array([p[k] for p in pts]) for k in range(3))
-            ax.plot(x, y, label=pruner, **_style(i))
+            colour = pruners[pruner_label(members[0].first)]
+            ax.plot(x, y, color=colour, marker="o", markersize=4,
+                    linestyle="-" if members[0].first.get("fine_tuned") else "--", label=curve)
             if sd.any():
-                ax.fill_between(x, y - sd, y + sd, color=COLORS[i % len(COLORS)], alpha=0.2, linewidth=0)
-        reference = dense_spread(section.ok_rows, model)
-        if reference is not None:
-            ax.axhline(reference.mean, color="black", linestyle="--", linewidth=1.2,
-                       label=f"dense ({reference.mean:.4f})")
-            if reference.sd:
-                ax.axhspan(reference.mean - reference.sd, reference.mean + reference.sd, color="grey", alpha=0.15)
+                ax.fill_between(x, y - sd, y + sd, color=colour, alpha=0.18, linewidth=0)
+        for control in (g for g in mine if is_dense_reference(g.first)):
+            mean, sd = _mean_sd(control, "mse") or (0.0, 0.0)
+            plain = not control.first.get("fine_tuned")
+            epochs = _fine_tune_epochs(control.first)
+            label = f"{model} dense ({mean:.4f})" if plain else f"dense + ft {epochs} ep ({mean:.4f})"
+            ax.axhline(mean, color="black", linestyle="--" if plain else ":", linewidth=1.2, label=label)
+            if sd and plain:
+                ax.axhspan(mean - sd, mean + sd, color="grey", alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.xaxis.set_major_locator(FixedLocator(DENSITY_TICKS))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_title(model)
-        ax.set_xlabel("achieved sparsity (fraction of prunable weights at zero)")
+        ax.set_xlabel("density (fraction of prunable weights kept)")
         ax.set_ylabel("test MSE (scaled data)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle(f"Test MSE vs sparsity — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"Test MSE vs density — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 
 def speedup_vs_sparsity(section: Section) -> Figure | None:
-    """Measured speedup over the dense model against sparsity, one panel per runtime, with the ideal 1/density
-    (mean over seeds, error bars ± sd)."""
+    """Measured speedup over the dense model against sparsity, one panel per runtime, with the ideal 1/density:
+    marker per model, colour per pruner (mean over seeds, error bars ± sd)."""
     groups = [g for g in group_over_seeds(section.ok_rows) if g.spread("speedup_vs_dense") is not None]
     runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
     if not runtimes:
         return None
     several_bs = len({r.get("batch_size") for r in section.rows}) > 1
+    models = Palette([g.first["model"] for g in groups], MARKERS)
+    pruners = Palette([pruner_label(g.first) for g in groups], COLORS)
     fig, axes = _figure(len(runtimes))
     top = max(sparsity_of(g.first) for g in groups)
     grid = np.linspace(0.0, min(top * 1.02, 0.995), 200)
+
+    def series_of(g: SeedGroup) -> tuple[Any, ...]:
+        return (g.first["model"], series_label(g.first), pruner_label(g.first), g.first.get("batch_size"))
+
     for ax, runtime in zip(axes, runtimes, strict=True):
-        ax.plot(grid, 1.0 / (1.0 - grid), color="grey", linestyle=":", linewidth=1.5, label="ideal 1/density")
+        ax.plot(grid, 1.0 / (1.0 - grid), color="grey", linestyle=":", linewidth=1.5)
         ax.axhline(1.0, color="black", linewidth=0.8)
         mine = [g for g in groups if g.first["runtime"] == runtime]
-
-        def series_of(g: SeedGroup) -> tuple[Any, ...]:
-            return (g.first["model"], pruner_label(g.first), g.first.get("batch_size"))
-
-        for i, series in enumerate(dict.fromkeys(series_of(g) for g in mine)):
-            model, pruner, batch = series
+        for series in dict.fromkeys(series_of(g) for g in mine):
+            model, label, pruner, batch = series
             pts = sorted((sparsity_of(g.first), *(_mean_sd(g, "speedup_vs_dense") or (0.0, 0.0)))
                          for g in mine if series_of(g) == series)
-            label = f"{model} · {pruner}" + (f" · bs{batch}" if several_bs else "")
-            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], label=label,
-                        capsize=2, **_style(i))
+            fine_tuned = " ft" in label
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=2,
+                        color=pruners[pruner], marker=models[model], linestyle="-" if fine_tuned else "--",
+                        label=f"{model} · {label}" + (f" · bs{batch}" if several_bs else ""))
         _log_axis(ax.yaxis, "{:g}×")
         ax.set_title(runtime)
         ax.set_xlabel("achieved sparsity")
         ax.set_ylabel("speedup vs dense (median latency ratio)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    ideal = Line2D([], [], color="grey", linestyle=":", label="ideal 1/density")
+    _legends(fig, models, pruners, "pruner", extra=[ideal, *_tuning_handles(groups)])
     fig.suptitle(f"Speedup vs sparsity — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
@@ -173,66 +236,120 @@ def latency_vs_macs(section: Section) -> Figure | None:
               if g.spread("latency_ms_median") is not None and g.first.get("macs_effective")]
     if not groups:
         return None
-    runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
-    models = list(dict.fromkeys(g.first["model"] for g in groups))
+    runtimes = Palette([g.first["runtime"] for g in groups], COLORS)
+    models = Palette([g.first["model"] for g in groups], MARKERS)
     fig, (ax,) = _figure(1, width=7.0, height=4.8)
-    for r_i, runtime in enumerate(runtimes):
-        for m_i, model in enumerate(models):
+    for runtime in runtimes.order:
+        for model in models.order:
             mine = [g for g in groups if g.first["runtime"] == runtime and g.first["model"] == model]
             if not mine:
                 continue
             x = [float(g.first["macs_effective"]) * (g.first.get("batch_size") or 1) for g in mine]
             stats = [_mean_sd(g, "latency_ms_median") or (0.0, 0.0) for g in mine]
-            ax.errorbar(x, [m for m, _ in stats], yerr=[sd for _, sd in stats], color=COLORS[r_i % len(COLORS)],
-                        marker=MARKERS[m_i % len(MARKERS)], markersize=6.5, linestyle="none", capsize=2,
+            ax.errorbar(x, [m for m, _ in stats], yerr=[sd for _, sd in stats], color=runtimes[runtime],
+                        marker=models[model], markersize=6.5, linestyle="none", capsize=2,
                         label=f"{model} · {runtime}", alpha=0.85)
     _log_axis(ax.xaxis, use_si=True)
     _log_axis(ax.yaxis)
     ax.set_xlabel("effective MACs per batch (nonzero weights only)")
     ax.set_ylabel("median latency per batch (ms)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=2)
+    _legends(fig, models, runtimes, "runtime")
     ax.set_title(f"Latency vs MACs — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
     return fig
 
 
 def short_label(row: Row) -> str:
     sparsity = "" if row.get("pruner") == DENSE else f"@{row.get('target_sparsity', 0):g}"
-    return f"{row.get('model')} {pruner_label(row)}{sparsity} {row.get('runtime')}"
+    fine_tuned = " ft" if row.get("fine_tuned") else ""
+    return f"{row.get('model')} {pruner_label(row)}{sparsity}{fine_tuned} {row.get('runtime')}"
+
+
+# label positions tried around a point, in points: right, left, above, below, then further out
+_OFFSETS = [(dx * k, dy * k) for k in (1, 2, 3) for dx, dy in ((6, 4), (6, -11), (-6, 4), (-6, -11), (0, 12),
+                                                              (0, -18), (14, 12), (-14, -18))]
+
+
+def place_labels(ax: Any, points: Sequence[tuple[float, float]], texts: Sequence[str],
+                 fontsize: float = 7.0) -> bool:
+    """Annotate each point with its text at the first offset that overlaps no label placed before and stays
+    inside the axes; ``False`` (and nothing left drawn) when some text finds no such place. Needs the layout
+    done: call after a draw with the layout engine off."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    made = []
+    for point, text in zip(points, texts, strict=True):
+        for dx, dy in _OFFSETS:
+            note = ax.annotate(text, point, textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                               ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top")
+            box = note.get_window_extent(renderer)
+            fits = (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+                    and not any(box.overlaps(other) for other in placed))
+            if fits:
+                placed.append(box)
+                made.append(note)
+                break
+            note.remove()
+        else:
+            for note in made:
+                note.remove()
+            return False
+    return True
 
 
 def accuracy_latency_pareto(section: Section) -> Figure | None:
-    """Test MSE against latency per window for every timed setting (mean over seeds, error bars ± sd), with the
-    Pareto front of the means (lower-left is better)."""
+    """Test MSE against latency per window for every timed setting (mean over seeds, error bars ± sd): colour per
+    runtime, marker per model, with the Pareto front of the means (lower-left is better). Front points are labelled
+    where the labels fit without overlapping; otherwise they are numbered and a legend names each number."""
     groups = [g for g in group_over_seeds(section.ok_rows)
               if g.spread("mse") is not None and g.spread("latency_ms_median") is not None]
     if not groups:
         return None
+    fig = _pareto_figure(section, groups, numbered=False)
+    return fig if fig is not None else _pareto_figure(section, groups, numbered=True)
+
+
+def _pareto_figure(section: Section, groups: list[SeedGroup], numbered: bool) -> Figure | None:
     per_window = [1.0 / (g.first.get("batch_size") or 1) for g in groups]
     x_stats = [(m * w, sd * w) for (m, sd), w in zip((_mean_sd(g, "latency_ms_median") or (0.0, 0.0)
                                                       for g in groups), per_window, strict=True)]
     y_stats = [_mean_sd(g, "mse") or (0.0, 0.0) for g in groups]
     points = [(x[0], y[0]) for x, y in zip(x_stats, y_stats, strict=True)]
     front = pareto_front(points)
-    fig, (ax,) = _figure(1, width=7.5, height=5.0)
-    runtimes = list(dict.fromkeys(g.first["runtime"] for g in groups))
-    for i, runtime in enumerate(runtimes):
-        idx = [k for k, g in enumerate(groups) if g.first["runtime"] == runtime]
-        ax.errorbar([points[k][0] for k in idx], [points[k][1] for k in idx], xerr=[x_stats[k][1] for k in idx],
-                    yerr=[y_stats[k][1] for k in idx], color=COLORS[i % len(COLORS)], marker="o", markersize=5,
-                    linestyle="none", alpha=0.6, label=runtime)
+    runtimes = Palette([g.first["runtime"] for g in groups], COLORS)
+    models = Palette([g.first["model"] for g in groups], MARKERS)
+    fig, (ax,) = _figure(1, width=8.0, height=5.2)
+    for runtime in runtimes.order:
+        for model in models.order:
+            idx = [k for k, g in enumerate(groups) if g.first["runtime"] == runtime and g.first["model"] == model]
+            if idx:
+                ax.errorbar([points[k][0] for k in idx], [points[k][1] for k in idx],
+                            xerr=[x_stats[k][1] for k in idx], yerr=[y_stats[k][1] for k in idx],
+                            color=runtimes[runtime], marker=models[model], markersize=5.5, linestyle="none",
+                            alpha=0.65, label=f"{model} · {runtime}")
     fx = [points[k][0] for k in front]
     fy = [points[k][1] for k in front]
-    ax.step(fx, fy, where="post", color="black", linewidth=1.5, label="Pareto front")
+    ax.step(fx, fy, where="post", color="black", linewidth=1.5)
     ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=90, linewidths=1.5)
-    for k in front:
-        ax.annotate(short_label(groups[k].first), points[k], textcoords="offset points", xytext=(6, 4), fontsize=7)
+    front_handle = Line2D([], [], color="black", marker="o", markerfacecolor="none", label="Pareto front")
+    _legends(fig, models, runtimes, "runtime", extra=[front_handle])
+    labels = [short_label(groups[k].first) for k in front]
+    if numbered:
+        key = [Line2D([], [], linestyle="none", label=f"{i}: {text}") for i, text in enumerate(labels, 1)]
+        fig.legend(handles=key, title="Pareto front", loc="outside lower center", ncol=min(3, len(key)),
+                   fontsize="x-small", title_fontsize="small", handlelength=0, handletextpad=0)
     _log_axis(ax.xaxis)
     ax.set_xlabel("median latency per window (ms) = batch latency / batch size")
     ax.set_ylabel("test MSE (scaled data)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}{_seed_note(groups)}")
+    ax.set_title(f"Accuracy–latency Pareto front — {section.dataset}, horizon {section.pred_len}"
+                 f"{_seed_note(groups)}")
+    fig.canvas.draw()  # the layout, once: labels are placed in its final geometry
+    fig.set_layout_engine("none")
+    texts = [str(i) for i in range(1, len(labels) + 1)] if numbered else labels
+    if not place_labels(ax, [points[k] for k in front], texts) and not numbered:
+        return None
     return fig
 
 
@@ -318,7 +435,7 @@ def benchmark_medians(entries: Sequence[BenchEntry], store_rows: Sequence[Row] =
 
 
 PLOTS = (
-    ("mse_vs_sparsity", "Test MSE vs sparsity", mse_vs_sparsity),
+    ("mse_vs_density", "Test MSE vs density, one panel per model", mse_vs_density),
     ("speedup_vs_sparsity", "Speedup vs sparsity", speedup_vs_sparsity),
     ("latency_vs_macs", "Latency vs MACs", latency_vs_macs),
     ("pareto", "Accuracy–latency Pareto front", accuracy_latency_pareto),

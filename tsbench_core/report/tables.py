@@ -8,7 +8,14 @@ from typing import Any
 
 from tsbench_core.cells import DENSE
 from tsbench_core.report.data import Row, Section, accuracy_groups, failures, fp32_twin, pruner_label
-from tsbench_core.seed_groups import SeedGroup, compare_to_reference, group_over_seeds, reference_values
+from tsbench_core.seed_groups import (
+    SeedGroup,
+    compare_to_reference,
+    fine_tune_label,
+    group_over_seeds,
+    is_plain_dense,
+    reference_values,
+)
 from tsbench_core.seed_stats import TEST_NAME, format_ci, format_spread
 from tsbench_core.store import STATUS_OK
 from tsbench_core.tables import format_value
@@ -26,7 +33,8 @@ class Table:
 
 def _job_order(row: Row) -> tuple[Any, ...]:
     return (row.get("model") or "", row.get("pruner") != DENSE, row.get("pruner") or "",
-            row.get("target_sparsity") or 0.0, row.get("fine_tuned") or 0, row.get("quantize") or "")
+            row.get("target_sparsity") or 0.0, row.get("fine_tuned") or 0, row.get("fine_tune") or "",
+            row.get("quantize") or "")
 
 
 def _relative(value: float | None, reference: float | None) -> str:
@@ -44,21 +52,22 @@ def _fmt(column: str) -> Any:
 
 
 def accuracy_table(section: Section) -> Table:
-    """One row per model job over its seeds: sparsity, params, MACs, test MSE/MAE (mean ± sd, n seeds) and the
-    MSE change vs dense paired per seed; with several seeds also the 95 % interval of the mean MSE and the paired
-    test against dense (``seed_stats.TEST_NAME``)."""
+    """One row per model job over its seeds: fine-tuning, sparsity, params, MACs, test MSE/MAE (mean ± sd, n seeds)
+    and the MSE change against its dense reference (named in the last column: the dense control with the same
+    fine-tuning for fine-tuned rows, else the plain dense model) paired per seed; with several seeds also the 95 %
+    interval of the mean MSE and the paired test against that reference (``seed_stats.TEST_NAME``)."""
     groups = sorted(accuracy_groups(section.rows), key=lambda g: _job_order(g.first))
     references = reference_values(section.rows)
     several = _several_seeds(groups)
-    headers = ["model", "pruner", "target", "sparsity", "params", "params≠0", "MACs dense", "MACs eff", "n",
-               "MSE", *(["MSE 95% CI"] if several else []), "MAE", "ΔMSE vs dense",
-               *(["vs dense"] if several else [])]
+    headers = ["model", "pruner", "fine-tuning", "target", "sparsity", "params", "params≠0", "MACs dense",
+               "MACs eff", "n", "MSE", *(["MSE 95% CI"] if several else []), "MAE", "ΔMSE",
+               *(["vs reference"] if several else []), "Δ against"]
     body = []
     for group in groups:
         row = group.first
         comparison = compare_to_reference(group, references)
         line = [
-            row.get("model") or "?", pruner_label(row),
+            row.get("model") or "?", pruner_label(row), fine_tune_label(row),
             "–" if row.get("pruner") == DENSE else format_value("target_sparsity", row.get("target_sparsity")),
             format_value("achieved_sparsity", row.get("achieved_sparsity")),
             format_value("params_total", row.get("params_total")),
@@ -73,14 +82,18 @@ def accuracy_table(section: Section) -> Table:
                  "–" if comparison is None else format_spread(comparison.relative, lambda v: f"{v:+.1f}%")]
         if several:
             line.append("–" if comparison is None else comparison.verdict)
+        line.append("–" if comparison is None else comparison.against)
         body.append(line)
-    numeric = [False, False] + [True] * (len(headers) - 2)
+    numeric = [False, False, False] + [True] * (len(headers) - 3)
+    numeric[-1] = False
     if several:
-        numeric[-1] = False
-    title = "Accuracy and size (test split; MACs per sample)"
+        numeric[-2] = False
+    title = ("Accuracy and size (test split; MACs per sample; ΔMSE against the dense row named in the last column: "
+             "fine-tuned rows against the dense model given the same fine-tuning, one-shot rows against the plain "
+             "dense model)")
     if several:
         title += (f"; MSE/MAE mean ± sd over n seeds, 95 % CI of the mean from the t distribution, ΔMSE paired per "
-                  f"seed; vs dense: {TEST_NAME}")
+                  f"seed; vs reference: {TEST_NAME}")
     return Table(title, headers, body, numeric)
 
 
@@ -93,7 +106,7 @@ def latency_cell(group: SeedGroup | None) -> str:
     text = format_spread(group.spread("latency_ms_median"), _fmt("latency_ms_median"))
     row = group.first
     speedup = group.spread("speedup_vs_dense")
-    if (row.get("pruner") != DENSE or row.get("quantize")) and speedup is not None:
+    if not is_plain_dense(row) and speedup is not None:
         text += f" ({format_spread(speedup, lambda v: f'{v:.2f}')}×)"
     if group.status != STATUS_OK:
         text += f" [{group.status}]"
@@ -115,13 +128,13 @@ def latency_table(section: Section) -> Table:
         cells = grid[key]
         some = next(iter(cells.values())).first
         body.append([
-            some.get("model") or "?", pruner_label(some),
+            some.get("model") or "?", pruner_label(some), fine_tune_label(some),
             "–" if some.get("pruner") == DENSE else format_value("target_sparsity", some.get("target_sparsity")),
             format_value("achieved_sparsity", some.get("achieved_sparsity")), str(some.get("batch_size")),
             *[latency_cell(cells.get(rt)) for rt in runtimes],
         ])
-    headers = ["model", "pruner", "target", "sparsity", "bs", *[str(rt) for rt in runtimes]]
-    numeric = [False, False, True, True, True] + [True] * len(runtimes)
+    headers = ["model", "pruner", "fine-tuning", "target", "sparsity", "bs", *[str(rt) for rt in runtimes]]
+    numeric = [False, False, False, True, True, True] + [True] * len(runtimes)
     title = "Latency per batch, median ms (speedup vs dense on the same runtime)"
     if _several_seeds(groups):
         title += "; mean ± sd over seeds"

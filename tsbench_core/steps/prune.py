@@ -39,6 +39,16 @@ def prune_context(model_name: str, model_params: BaseModel, splits: DatasetSplit
     return PruneContext(model_name, inputs, calibration_batches, mse_loss, train, seed)
 
 
+def fine_tune_dense(model: nn.Module, fine_tune: FineTuneConfig | None,
+                    context: PruneContext) -> tuple[PruneResult, dict[str, Any] | None]:
+    """The dense control of a fine-tuning budget: the same extra training as the pruned models get, nothing
+    pruned (returned like ``prune_and_fine_tune``)."""
+    assert fine_tune is not None
+    outcome = context.train(model, epochs=fine_tune.epochs, lr=fine_tune.lr,
+                            max_train_batches=fine_tune.max_train_batches, masks=None)
+    return PruneResult(model=model, info={"control": "dense + fine-tuning"}), outcome
+
+
 def prune_and_fine_tune(
     model: nn.Module,
     pruner: Any,
