@@ -23,8 +23,9 @@ def test_quickstart_reduced(tmp_path, registry):
     with Store(tmp_path / "r.db") as store:
         summary = run(spec, store, registry=registry)
         rows = store.rows("quickstart")
-    # 2 models x (dense + 3 sparsities) x 2 runtimes x 1 batch size
-    assert summary.total == len(rows) == 16
+    # 2 models x (dense + its fine-tuning control + 3 sparsities) x 2 runtimes x 1 batch size
+    assert summary.total == len(rows) == 20
+    assert len([r for r in rows if r["pruner"] == "dense" and r["fine_tuned"]]) == 4
     assert {r["status"] for r in rows} == {"ok"}, [r["error"] for r in rows if r["error"]]
     for row in rows:
         assert abs(row["achieved_sparsity"] - row["target_sparsity"]) < 0.02

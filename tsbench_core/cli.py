@@ -1,4 +1,4 @@
-"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report | new-plugin.
+"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report | merge | new-plugin.
 
 Each subcommand lives in ``tsbench_core/commands/`` with its options (see that package's docstring for how to
 add one). User mistakes (bad spec, unknown plugin, missing data, a bad option) print one clear message per problem
@@ -48,7 +48,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         epilog=examples("tsbench plugins", "tsbench validate specs/*.json", "tsbench run specs/quickstart.json",
                         "tsbench results --format markdown", "tsbench new-plugin demo-model --kind model",
                         "tsbench COMMAND --help                    # the options and examples of a command")
-        + f"\n\n{PRECEDENCE}.\nexit codes: 0 ok, 1 some cells failed, 2 a mistake in the input (message on stderr).",
+        + f"\n\n{PRECEDENCE}.\nexit codes: 0 ok, 1 some cells failed (merge: conflicting cells), 2 a mistake in the "
+        "input (message on stderr).",
     )
     parser.add_argument("--version", action="version", version=f"tsbench {version()}",
                         help="print the installed tsbench version and exit")

@@ -92,12 +92,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def cell_id(cell: Any, variant: str = "") -> str:
-    """A readable id that ``-k`` can select (no ``@``, ``=`` or spaces):
-    ``dataset-H<horizon>-model-seed<seed>-pruner[-s<sparsity>][-<variant>][-int8|-qat]-runtime-bs<batch>``."""
+    """A readable id that ``-k`` can select (no ``@``, ``=`` or spaces): ``dataset-H<horizon>-model-seed<seed>-
+    pruner[-s<sparsity>][-ft<epochs>][-<variant>][-int8|-qat]-runtime-bs<batch>``."""
     train = cell.prune.train
     parts = [train.dataset.plugin, f"H{train.pred_len}", train.model, f"seed{train.seed}", cell.prune.pruner]
     if cell.prune.pruner != "dense":
         parts.append(f"s{cell.prune.sparsity:g}")
+    if cell.prune.fine_tune is not None:
+        parts.append(f"ft{cell.prune.fine_tune.epochs}")
     if variant:
         parts.append(_id_safe(variant))
     if cell.quantize is not None:

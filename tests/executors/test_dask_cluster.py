@@ -106,11 +106,12 @@ def test_dask_equals_local_and_survives_a_killed_worker(registry, tmp_path, kill
     keys = {c.key for c in expand(spec, registry)}
     local_db, dask_db = tmp_path / "local" / "results.db", tmp_path / "dask" / "results.db"
     local = run(spec, local_db, registry=registry)
-    assert local.statuses == {"ok": 4}
+    assert local.statuses == {"ok": 6}  # 2 models x (dense, its fine-tuning control, magnitude 50 %)
     local_rows = stored(local_db)
 
-    # resume: one cell is already stored, the dask run does the other three
-    done = next(r for r in local_rows.values() if r["pruner"] == "dense" and r["model"] == "dlinear")
+    # resume: one cell is already stored, the dask run does the other five
+    done = next(r for r in local_rows.values() if r["pruner"] == "dense" and r["model"] == "dlinear"
+                and not r["fine_tuned"])
     with Store(dask_db) as store:
         store.put(done)
     marker = kill_worker("tsbench-measure-")
@@ -121,10 +122,11 @@ def test_dask_equals_local_and_survives_a_killed_worker(registry, tmp_path, kill
     assert len(killed) == 1  # one worker died, inside a measure
     with pytest.raises(ProcessLookupError):
         os.kill(int(killed[0].split()[0]), 0)
-    assert (summary.cached, summary.statuses) == (1, {"ok": 3})  # the runner saw each cell once
-    assert counts(dask_db) == (4, 4)
+    assert (summary.cached, summary.statuses) == (1, {"ok": 5})  # the runner saw each cell once
+    assert counts(dask_db) == (6, 6)
     # both models are trained (the stored dense dlinear cell's pruned sibling needs its checkpoint), both pruned
-    bars = {"dask-quick: cells": 3, "dask: dense trainings": 2, "dask: prunings": 2}
+    # and both dense controls fine-tuned (a pruning task each)
+    bars = {"dask-quick: cells": 5, "dask: dense trainings": 2, "dask: prunings": 4}
     assert {d: progress.advanced[d] for d in bars} == bars == {d: progress.totals[d] for d in bars}
     dask_rows = stored(dask_db)
     assert set(dask_rows) == set(local_rows) == keys
@@ -136,13 +138,13 @@ def test_dask_equals_local_and_survives_a_killed_worker(registry, tmp_path, kill
         assert row["latency_ms_median"] > 0
     assert sorted(r["achieved_sparsity"] for r in dask_rows.values() if r["pruner"] == "magnitude") == [
         pytest.approx(0.5, abs=0.01)] * 2
-    # both workers live on this node: the node lock kept the three measures from overlapping
+    # both workers live on this node: the node lock kept the five measures from overlapping
     spans = sorted((r["started_at"], r["finished_at"]) for k, r in dask_rows.items() if k != done["cell_key"])
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end
     # a finished spec runs nothing: no cluster is even contacted
     again = run(spec, dask_db, registry=registry, executor=DaskExecutor(scheduler="tcp://127.0.0.1:1"))
-    assert (again.cached, again.statuses) == (4, {})
+    assert (again.cached, again.statuses) == (6, {})
 
 
 def test_a_task_whose_worker_always_dies_fails_after_bounded_retries(registry, tmp_path, kill_worker):

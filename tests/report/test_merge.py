@@ -139,3 +139,20 @@ def test_bad_sources_are_user_errors(stores: dict[str, Path], tmp_path: Path) ->
         merge_stores([junk], tmp_path / "all.db")
     with pytest.raises(UserError, match="is the target store itself"):
         merge_stores([stores["seed0"]], stores["seed0"])
+
+
+def test_cli_merge_exit_codes_and_messages(stores: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from tsbench_core.cli import main
+
+    into = tmp_path / "all.db"
+    assert main(["merge", str(stores["seed0"]), str(stores["seed1"]), "--into", str(into)]) == 0
+    assert "4 rows added" in capsys.readouterr().out
+    assert main(["merge", str(stores["seed0"]), "--into", str(into), "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert (counts["added"], counts["identical"], counts["conflicts"]) == (0, 2, [])
+    assert main(["merge", str(stores["single"]), "--into", str(into)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("conflict:") == 4 and "nothing was merged" in err and "latency_ms_median" in err
+    assert main(["merge", str(tmp_path / "nope.db"), "--into", str(into)]) == 2
+    assert "nope.db: no such store" in capsys.readouterr().err

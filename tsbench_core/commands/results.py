@@ -26,8 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=str(DEFAULT_STORE), metavar="FILE", help="SQLite results file")
     parser.add_argument("--spec", metavar="NAME", help="only this spec's rows (the spec's name, not its file)")
     parser.add_argument("--format", choices=("table", "csv", "jsonl", "markdown"), default="table",
-                        help="table: summary columns for people; csv/jsonl: every column, for programs; "
-                             "markdown: the summary columns for documents")
+                        help="table: one line per setting over its seeds (mean ± sd, n, ΔMSE vs its dense "
+                             "reference), for people; markdown: the same for documents; csv/jsonl: every column of "
+                             "every row (one per seed), for programs")
     parser.add_argument("--failed", action="store_true",
                         help="only the failed cells; as a table: each one's error and traceback (the details "
                              "column); rerun them with `tsbench run --retry-failed`")

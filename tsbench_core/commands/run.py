@@ -47,10 +47,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-workers", type=int, default=None, metavar="N",
                         help="size of the local dask cluster (default: one worker per core)")
     parser.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
-                        help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, runtime, "
-                             "batch_size, quantize: static-int8, sparseml-qat or none) is one of the values; repeat "
-                             "for several fields (--only seed=1 --only pruner=magnitude: cells with both); a value "
-                             "no cell of the specs has is an error (exit 2)")
+                        help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, fine_tune: "
+                             "none or the epochs, runtime, batch_size, quantize: static-int8, sparseml-qat or none) "
+                             "is one of the values; repeat for several fields (--only seed=1 --only pruner=magnitude: "
+                             "cells with both); a value no cell of the specs has is an error (exit 2)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress bars or tables, only the summary lines")
     output.add_argument("--json", action="store_true",

@@ -30,13 +30,19 @@ def mean_change(group: SeedGroup, references: dict[tuple[Any, ...], Reference]) 
     return None if relative is None else relative.mean
 
 
+def _prunes(group: SeedGroup, fine_tuned: bool) -> bool:
+    """A pruned fp32 setting, fine-tuned or one-shot as asked."""
+    row = group.first
+    return not is_dense_reference(row) and not row.get("quantize") and bool(row.get("fine_tuned")) == fine_tuned
+
+
 def highest_sparsity(groups: list[SeedGroup], references: dict[tuple[Any, ...], Reference], within: float,
                      fine_tuned: bool) -> SeedGroup | None:
     """The pruned fp32 group of the highest achieved sparsity whose mean MSE change is at most ``within`` %."""
     best: SeedGroup | None = None
     for group in groups:
         row = group.first
-        if is_dense_reference(row) or row.get("quantize") or bool(row.get("fine_tuned")) != fine_tuned:
+        if not _prunes(group, fine_tuned):
             continue
         change = mean_change(group, references)
         if change is not None and change <= within and (best is None or sparsity_of(row) > sparsity_of(best.first)):
@@ -59,9 +65,9 @@ def fastest_within(groups: list[SeedGroup], references: dict[tuple[Any, ...], Re
     return best
 
 
-def _setting(group: SeedGroup | None, with_speedup: bool = False) -> str:
+def _setting(group: SeedGroup | None, with_speedup: bool = False, missing: str = "–") -> str:
     if group is None:
-        return "–"
+        return missing
     row = group.first
     text = f"{sparsity_of(row):.3f} {pruner_label(row)}" if not with_speedup else pruner_label(row)
     if with_speedup:
@@ -89,7 +95,11 @@ def summary_table(section: Section) -> Table | None:
         mine = [g for g in accuracy if g.first.get("model") == model]
         line = [str(model)]
         for fine_tuned in (False, True):
-            line += [_setting(highest_sparsity(mine, references, t, fine_tuned)) for t in THRESHOLDS]
+            if not any(_prunes(g, fine_tuned) for g in mine):  # no such rows, unlike rows that all miss
+                line += ["–"] * len(THRESHOLDS)
+                continue
+            line += [_setting(highest_sparsity(mine, references, t, fine_tuned), missing="none within")
+                     for t in THRESHOLDS]
         for runtime in runtimes:
             on_runtime = [g for g in timed if g.first.get("model") == model and g.first.get("runtime") == runtime]
             line.append(_setting(fastest_within(on_runtime, references), with_speedup=True))
@@ -97,7 +107,8 @@ def summary_table(section: Section) -> Table | None:
     headers = ["model", *[f"one-shot ≤{t:g} %" for t in THRESHOLDS], *[f"fine-tuned ≤{t:g} %" for t in THRESHOLDS],
                *[f"fastest ≤{FAST_WITHIN:g} %: {rt}" for rt in runtimes]]
     title = (f"Summary — {section.title}: highest achieved sparsity (and pruner) whose mean test MSE stays within "
-             f"1/5/10 % of its dense reference (fine-tuned: the dense model given the same fine-tuning), and the "
+             f"1/5/10 % of its dense reference (fine-tuned: the dense model given the same fine-tuning; – no such "
+             f"rows), and the "
              f"setting of lowest latency per window within {FAST_WITHIN:g} % on each runtime (speedup vs dense; "
              f"ft = fine-tuned)")
     return Table(title, headers, body, [False] * len(headers))
