@@ -225,7 +225,7 @@ def _expected_highest(rows: list[dict[str, Any]], model: str, fine_tuned: int, w
                               for s in SEEDS]) * 100
             if change <= within and (best is None or sparsity > best[0]):
                 best = (sparsity, pruner)
-    return "–" if best is None else f"{best[0]:.3f} {best[1]}"
+    return "none within" if best is None else f"{best[0]:.3f} {best[1]}"
 
 
 def test_summary_table_opens_the_report(big_section: Any, tmp_path: Path) -> None:
