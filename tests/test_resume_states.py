@@ -93,9 +93,10 @@ def test_cli_retry_failed_and_results_failed_show_the_traceback(tmp_path, write_
     assert main(["results", "--store", db, "--failed"]) == 0
     shown = capsys.readouterr().out
     assert "error: training loss became" in shown and "Traceback (most recent call last)" in shown
-    assert "1 failed cells; rerun them with: tsbench run SPEC --retry-failed" in shown
+    # the pruned cell and the dense control of its fine-tuning (the same diverging lr)
+    assert "2 failed cells; rerun them with: tsbench run SPEC --retry-failed" in shown
     assert main(["run", str(path), "--store", db, "--quiet", "--retry-failed"]) == 1
-    assert "2 cells — 1 cached, 1 run, 1 failed" in capsys.readouterr().out
+    assert "3 cells — 1 cached, 2 run, 2 failed" in capsys.readouterr().out
     with pytest.raises(SystemExit) as usage:  # one or the other
         main(["run", str(path), "--store", db, "--force", "--retry-failed"])
     assert usage.value.code == 2 and "not allowed with argument --force" in capsys.readouterr().err
