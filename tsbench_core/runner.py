@@ -185,6 +185,7 @@ def _claimed(db: Store, todo: list[Cell], owner: str, seen: dict[str, StoredStat
                 summary.elsewhere += 1
                 overall.advance()
         if waiting and len(waiting) == len(pending):
+            overall.describe(f"{summary.spec_name}: waiting for {len(waiting)} cells another run is computing")
             time.sleep(policy.poll_s)
         pending = waiting
 
