@@ -122,11 +122,18 @@ def test_the_stored_model_is_trained_under_its_final_mask(registry, one_torch_th
         assert moved and info["fine_tuned_under_final_mask"]["epochs_run"] == params.final_epochs
 
 
-def test_bench_refuses_gradual_magnitude_with_one_clear_line(capsys):
+def test_bench_runs_gradual_magnitude_through_the_pipeline(capsys):
+    """`tsbench bench` trains through the cell's loop now (#17): GMP reaches its target there."""
+    import json
+
     from tsbench_core.cli import main
 
-    code = main(["bench", "--model", "dlinear", "--pruner", "gradual-magnitude", "--repeats", "1", "--warmup", "0",
-                 "--batch-size", "2", "--seq-len", "16", "--label-len", "8", "--pred-len", "8"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
-    assert "prunes while training" in err and "tsbench run" in err
+    code = main(["bench", "--model", "dlinear", "--pruner", "gradual-magnitude", "--sparsity", "0.5",
+                 "--pruner-params", '{"epochs": 1, "end_epoch": 0.5, "max_train_batches": 2}', "--repeats", "1",
+                 "--warmup", "0", "--batch-size", "2", "--seq-len", "16", "--label-len", "8", "--pred-len", "8",
+                 "--json"])
+    out = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out.err
+    (row,) = json.loads(out.out)
+    assert row["status"] == "ok" and row["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert row["prune_info"]["candidate_epochs_from"] == 0  # a single epoch, after its last update

@@ -214,6 +214,10 @@ def measure_task(ctx: RunContext, cell: Cell, upstream: dict[str, Any]) -> dict[
     """The cell's row, measured while holding this node's timing lock exclusively."""
     ws = _worker_workspace(ctx)
     _adopt(ws, ctx, upstream)
+    if not upstream.get("error"):
+        # the dense model timed beside the cell was trained upstream in this run (every pruning depends on its
+        # training task): a --force run must not train it again here
+        ws._made.add(cell.prune.train.key)
     with node_lock(ctx.lock_dir, exclusive=True):
         return measure_cell(ws, cell)
 
