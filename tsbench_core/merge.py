@@ -20,8 +20,9 @@ from tsbench_core.store import COLUMN_NAMES, STATUS_OK, Store
 
 # filled in by the store from other rows, so not part of a row's content
 DERIVED_COLUMNS = ("speedup_vs_dense",)
-# NULL in rows stored before the column existed: NULL on one side matches any value on the other
-LATE_COLUMNS = ("seed",)
+# identity metadata a newer tsbench records and rows stored before the column existed lack (the cell key already
+# fixes it): NULL on one side matches any value on the other
+LATE_COLUMNS = ("seed", "fine_tune", "variant", "train_key", "prune_key")
 RUN_COLUMNS = ("run_id", "spec_name", "spec_hash", "started_at", "finished_at", "cells_total", "cells_cached",
                "cells_failed", "environment")
 

@@ -58,7 +58,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
     plain dense model) paired per seed; with several seeds the 95 % interval of the mean MSE (t distribution) and
     the paired test against that reference (``seed_stats.TEST_NAME``) get their own columns.
     """
-    from tsbench_core.seed_groups import compare_to_reference, fine_tune_label, group_over_seeds, reference_values
+    from tsbench_core.seed_groups import compare_to_reference, group_over_seeds, reference_values
     from tsbench_core.seed_stats import format_ci, format_spread
 
     groups = group_over_seeds(rows)
@@ -73,8 +73,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         first = group.first
         comparison = compare_to_reference(group, references)
         delta = "–" if comparison is None else format_spread(comparison.relative, lambda v: f"{v:+.1f}%")
-        line = [fine_tune_label(first) if c == "fine_tune" else format_value(c, first.get(c))
-                for c, _ in setting_columns]
+        line = [_setting_value(c, first) for c, _ in setting_columns]
         line += [str(len(group.ok_rows)), format_spread(group.spread("mse"), _fmt("mse"))]
         if several:
             line.append(format_ci(group.spread("mse"), _fmt("mse")))
@@ -88,6 +87,20 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
         lines.append(line)
         statuses.append(group.status)
     return headers, lines, statuses
+
+
+def _setting_value(column: str, row: dict[str, Any]) -> str:
+    """A setting column of the results table: the fine-tuning as words, the pruner with its non-default
+    options (its ``variant``), as in the report."""
+    from tsbench_core.seed_groups import fine_tune_label
+    from tsbench_core.variants import pruning_part
+
+    if column == "fine_tune":
+        return fine_tune_label(row)
+    if column == "pruner":
+        options = pruning_part(row.get("variant"))
+        return f"{row.get('pruner')} ({options})" if options else str(row.get("pruner"))
+    return format_value(column, row.get(column))
 
 
 def _fmt(column: str) -> Any:

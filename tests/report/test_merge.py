@@ -156,3 +156,20 @@ def test_cli_merge_exit_codes_and_messages(stores: dict[str, Path], tmp_path: Pa
     assert err.count("conflict:") == 4 and "nothing was merged" in err and "latency_ms_median" in err
     assert main(["merge", str(tmp_path / "nope.db"), "--into", str(into)]) == 2
     assert "nope.db: no such store" in capsys.readouterr().err
+
+
+def test_rows_from_before_the_seed_column_match_their_newer_copy(stores: dict[str, Path], tmp_path: Path) -> None:
+    """The same cell stored by an older tsbench (no seed, fine_tune, variant columns) is not a conflict."""
+    import shutil
+
+    old = tmp_path / "old.db"
+    with Store(stores["seed0"]):  # checkpoint the WAL into the main file
+        pass
+    shutil.copy(stores["seed0"], old)
+    with sqlite3.connect(old) as conn:
+        for column in ("seed", "fine_tune", "variant", "train_key", "prune_key"):
+            conn.execute(f"ALTER TABLE cells DROP COLUMN {column}")
+    merged = tmp_path / "all.db"
+    merge_stores([stores["seed0"]], merged)
+    result = merge_stores([old], merged)
+    assert (result.identical, result.added, result.conflicts) == (2, 0, [])

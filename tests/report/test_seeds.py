@@ -212,3 +212,15 @@ def test_old_store_rows_get_their_specs_seed(seeds_store: Path, report_registry:
         again = run(load(seeds_spec(), report_registry), store, registry=report_registry)
         assert again.cached == again.total == 9  # nothing reran
         assert sorted(r["seed"] for r in store.rows()) == sorted(SEEDS * 3)
+
+
+def test_results_table_keeps_variants_apart_and_names_their_options() -> None:
+    base = {"spec_name": "s", "dataset": "d", "pred_len": 8, "model": "m", "pruner": "magnitude",
+            "target_sparsity": 0.5, "runtime": "torch-eager", "batch_size": 4, "status": "ok", "mae": 0.1}
+    rows = [{**base, "seed": s, "variant": v, "mse": m, "cell_key": f"{v}{s}"}
+            for s, v, m in ((0, "", 0.2), (1, "", 0.3), (0, "block=4", 0.5), (1, "block=4", 0.7))]
+    headers, lines, _ = summary_table(rows)
+    column = {h: i for i, h in enumerate(headers)}
+    assert [(line[column["pruner"]], line[column["n"]], line[column["MSE"]]) for line in lines] == [
+        ("magnitude", "2", f"{np.mean([0.2, 0.3]):.4f} ± {np.std([0.2, 0.3], ddof=1):.4f}"),
+        ("magnitude (block=4)", "2", f"{np.mean([0.5, 0.7]):.4f} ± {np.std([0.5, 0.7], ddof=1):.4f}")]
