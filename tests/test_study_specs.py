@@ -46,6 +46,9 @@ def test_every_model_has_the_grid_once_per_seed(study):
             references = {(c.runtime, c.batch_size) for c in mine if c.is_reference}
             assert references == {(r, b) for r in ("torch-eager", "deepsparse", "onnxruntime", "torch-compile")
                                   for b in (32, 1)}
+            controls = {(c.runtime, c.batch_size) for c in mine if c.prune.pruner == DENSE and c.prune.fine_tune}
+            fine_tuned = {(c.runtime, c.batch_size) for c in pruned if c.prune.fine_tune and c.quantize is None}
+            assert controls == fine_tuned, model  # issue #23's control runs where its fine-tuned cells run
             densities = sorted(round(1 - c.prune.sparsity, 6) for c in pruned
                                if c.prune.pruner == "magnitude" and c.prune.fine_tune is None
                                and c.runtime == "deepsparse")

@@ -13,10 +13,9 @@ Model of a chunk's wall time (2 cores, nothing else running):
                                                           + max(repeats x latency, min_time_s); twice for a
                                                           pruned cell, timed beside a freshly prepared dense
                                                           reference (issue #17's protocol of record)
-Shown apart, as they are not on main when this was written (README.md): the dense controls of issue #23 (one
-fine-tuning epoch per model and seed, in the chunk holding the dense cells; priced with the rest, and the column
-empty, once the specs expand into control cells) and the runtime's own test accuracy
-of issue #17 item 6 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager).
+  per dense control (issue #23: dense + a fine-tuning)    its epochs x EPOCH_S + the test evaluation
+Shown apart, as it is not on main when this was written (README.md): the runtime's own test accuracy of issue
+#17 item 6 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager).
 """
 
 from __future__ import annotations
@@ -70,7 +69,6 @@ class Estimate:
     training_high_s: float = 0.0
     prune_s: float = 0.0
     measure_s: float = 0.0
-    control_s: float = 0.0  # issue #23: dense + the same fine-tuning, once per distinct fine-tuning config
     runtime_accuracy_s: float = 0.0  # issue #17: test MSE through the runtime, fp32 cells at batch 32
 
     @property
@@ -105,9 +103,8 @@ def sweep_costs() -> dict[tuple[str, str], tuple[float, float]]:
     return {k: (max(v), sorted(latency[k])[len(latency[k]) // 2]) for k, v in setups.items()}
 
 
-def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]],
-             fine_tunings: int = 0) -> Estimate:
-    """The chunk of ``cells`` (one model); ``fine_tunings``: distinct fine-tuning configs of its spec."""
+def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]]) -> Estimate:
+    """The chunk of ``cells`` (one model)."""
     out = Estimate(cells=len(cells))
     if not cells:
         return out
@@ -117,10 +114,8 @@ def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]
         training = cells[0].prune.train.training
         out.training_low_s += min(4, training.epochs) * epoch
         out.training_high_s += training.epochs * epoch
-        seeds = {c.prune.train.seed for c in cells if c.is_reference}
-        out.control_s += len(seeds) * fine_tunings * epoch
     for job in {c.prune.key: c.prune for c in cells if c.prune.pruner == DENSE and c.prune.fine_tune}.values():
-        out.training_low_s += job.fine_tune.epochs * epoch  # a dense control (issue #23), when the specs have them
+        out.training_low_s += job.fine_tune.epochs * epoch  # a dense control (issue #23)
         out.training_high_s += job.fine_tune.epochs * epoch
         out.prune_s += TEST_BATCHES * EAGER_MS[model] / 1000
     for job in {c.prune.key: c.prune for c in cells if c.prune.pruner != DENSE}.values():
@@ -155,11 +150,13 @@ def chunks() -> list[tuple[str, str, dict[str, set[str]]]]:
     out += [(f"patchtst seed {s}", "etth1_patchtst.json", {"seed": {s}}) for s in SEEDS]
     large = [("transformer", "2021"), ("informer", "2021"), ("fedformer", "2021"), ("autoformer", "2021"),
              ("crossformer", "2021"), ("transformer", "2022"), ("transformer", "2023")]
-    parts = [("dense", {"dense"}), ("magnitude", {"magnitude"}), ("structured", {"structured"}),
-             ("gradual+nm", {"gradual-magnitude", "nm"})]
+    parts = [("dense", {"pruner": {"dense"}, "fine_tune": {"none"}}),
+             ("dense control", {"pruner": {"dense"}, "fine_tune": {"1"}}),
+             ("magnitude", {"pruner": {"magnitude"}}), ("structured", {"pruner": {"structured"}}),
+             ("gradual+nm", {"pruner": {"gradual-magnitude", "nm"}})]
     for model, seed in large:
-        out += [(f"{model} seed {seed} {name}", f"etth1_{model}.json", {"seed": {seed}, "pruner": pruners})
-                for name, pruners in parts]
+        out += [(f"{model} seed {seed} {name}", f"etth1_{model}.json", {"seed": {seed}, **only})
+                for name, only in parts]
     return out
 
 
@@ -175,33 +172,28 @@ def main(argv: list[str]) -> int:
     for label, filename, selection in chunks():
         if filename not in specs:
             specs[filename] = expand(load_spec(HERE / filename, registry), registry)
-        every = specs[filename]
-        has_controls = any(c.prune.pruner == DENSE and c.prune.fine_tune for c in every)
-        fine_tunings = 0 if has_controls else len({c.prune.fine_tune.model_dump_json() for c in every
-                                                   if c.prune.fine_tune})
-        est = estimate(select(every, selection), costs, fine_tunings)
+        est = estimate(select(specs[filename], selection), costs)
         rows.append({"chunk": label, "command": f"specs/study/{filename} {only_args(selection)}".strip(),
                      "cells": est.cells, "low_h": est.low_s / 3600, "high_h": est.high_s / 3600,
                      "training_h": [est.training_low_s / 3600, est.training_high_s / 3600],
                      "prune_h": est.prune_s / 3600, "measure_h": est.measure_s / 3600,
-                     "control_h": est.control_s / 3600, "runtime_accuracy_h": est.runtime_accuracy_s / 3600})
+                     "runtime_accuracy_h": est.runtime_accuracy_s / 3600})
     if "--json" in argv:
         print(json.dumps(rows, indent=1))
         return 0
     print("| # | chunk | `tsbench run` arguments | cells | training + fine-tuning h | pruning + test eval h "
-          "| measuring h | **total h (low–high)** | + #23 control h | + #17 accuracy h |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| measuring h | **total h (low–high)** | + #17 accuracy h |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows, 1):
         low, high = r["training_h"]
         print(f"| {i} | {r['chunk']} | `{r['command']}` | {r['cells']} | {low:.2f}–{high:.2f} | {r['prune_h']:.2f} "
-              f"| {r['measure_h']:.2f} | **{r['low_h']:.2f}–{r['high_h']:.2f}** | {r['control_h']:.2f} "
-              f"| {r['runtime_accuracy_h']:.2f} |")
+              f"| {r['measure_h']:.2f} | **{r['low_h']:.2f}–{r['high_h']:.2f}** | {r['runtime_accuracy_h']:.2f} |")
 
     def total(name: str) -> float:
         return sum(r[name] for r in rows)
 
     print(f"| | **total** | | **{total('cells')}** | | | | **{total('low_h'):.1f}–{total('high_h'):.1f}** "
-          f"| {total('control_h'):.1f} | {total('runtime_accuracy_h'):.1f} |")
+          f"| {total('runtime_accuracy_h'):.1f} |")
     print("\nPer model and seed (sum of its chunks; chunks of several seeds divided by their seeds), hours:\n")
     print("| model | seeds in the specs | per seed (low–high) | all its seeds (low–high) |")
     print("|---|---|---|---|")
