@@ -223,6 +223,7 @@ class OpenVinoRuntime:
                         "num_streams": int(in_force["NUM_STREAMS"])},
             "properties": in_force, "read_s": read_s, "compile_s": compile_s,
             "cpu": str(core.get_property("CPU", "FULL_DEVICE_NAME")),
+            "cpu_capabilities": [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")],
             "fully_connected": kernels, "sparse_weights_decompression": decompression,
             "telemetry": telemetry_status(), **export.info(),
         }

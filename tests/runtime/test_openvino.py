@@ -79,6 +79,7 @@ def test_fp32_passes_the_gate(batch, tmp_path) -> None:
     assert info["threads"] == {"inference_num_threads": 1, "num_streams": 1}
     assert "float32" in info["properties"]["INFERENCE_PRECISION_HINT"]  # not bf16 on CPUs that have it
     assert info["compile_s"] > 0 and info["batch_size"] == batch
+    assert "FP32" in info["cpu_capabilities"]  # what OpenVINO itself detects on this CPU
     assert info["fully_connected"]["total"] > 0 and info["fully_connected"]["int8"] == 0
     decision = info["sparse_weights_decompression"]
     assert decision["enabled"] is False and decision["rate"] is None
