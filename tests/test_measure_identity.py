@@ -86,3 +86,22 @@ def test_speedup_is_the_pairs_and_names_it(variant_rows: list[dict]) -> None:
         assert row["latency_ms_iqr"] == pytest.approx(q3 - q1)
         assert row["latency_unstable"] == int((q3 - q1) / row["latency_ms_median"] > 0.10)
         assert row["prepare_s"] > 0 and row["threads"] == pair["threads"] == 1
+
+
+def test_fp32_rows_measure_their_runtimes_accuracy(variant_rows: list[dict]) -> None:
+    for row in variant_rows:
+        torch_metrics = row["runtime_info"]["torch_metrics"]
+        # through the torch-eager session over every test window: torch's own figures, up to summation order
+        assert row["accuracy_from"] == "runtime"
+        assert row["mse"] == pytest.approx(torch_metrics["mse"], rel=1e-5)
+        assert row["mae"] == pytest.approx(torch_metrics["mae"], rel=1e-5)
+
+
+def test_runtime_accuracy_off_says_whose_accuracy_the_row_shows(registry, tmp_path) -> None:
+    raw = tiny_spec(name="torch-accuracy", pruning=[])
+    raw["timing"]["runtime_accuracy"] = False
+    spec = parse_spec(json.dumps(raw), "s.json")
+    with Store(tmp_path / "r.db") as db:
+        run(spec, db, registry=registry)
+        (row,) = db.rows()
+    assert row["accuracy_from"] == "torch" and row["mse"] == row["runtime_info"]["torch_metrics"]["mse"]

@@ -308,8 +308,8 @@ def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
     workdir = ws.artifacts / "runtime" / cell.key
     runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
     if cell.quantize is None:
-        return prepare_fp32(models.model, runtime, runtime_params, models.splits.test, cell.batch_size,
-                            cell.timing, workdir)
+        return prepare_fp32(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
+                            workdir, max_eval_batches=cell.prune.train.training.max_eval_batches)
     return prepare_int8(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
                         cell.quantize, workdir, qat=models.qat,
                         max_eval_batches=cell.prune.train.training.max_eval_batches,
@@ -321,8 +321,8 @@ def prepare_reference(ws: Workspace, cell: Cell, models: CellModels) -> Prepared
     assert models.dense is not None
     runtime = ws.plugins().records["runtime"][cell.runtime].plugin
     runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
-    return prepare_fp32(models.dense, runtime, runtime_params, models.splits.test, cell.batch_size, cell.timing,
-                        ws.artifacts / "runtime" / cell.key / "dense-pair")
+    return prepare_fp32(models.dense, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
+                        ws.artifacts / "runtime" / cell.key / "dense-pair", accuracy=False)
 
 
 def _paired_reference(ws: Workspace, cell: Cell, models: CellModels, info: dict[str, Any]) -> Prepared | None:
@@ -365,9 +365,10 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
                 prepared.close()
                 if reference is not None:
                     reference.close()
-            row |= prepared.finish()
-            if cell.quantize is not None:
-                row["runtime_info"]["fp32_metrics"] = models.artifact.meta["metrics"]
+            row |= {"accuracy_from": "torch"} | prepared.finish()  # the runtime's own accuracy replaces torch's
+            # torch's test figures of the same weights, beside the runtime's
+            row["runtime_info"]["fp32_metrics" if cell.quantize is not None else "torch_metrics"] = \
+                models.artifact.meta["metrics"]
             held_to = time.time()
         row["runtime_info"]["host_lock"] = {"exclusive": True, "waited_s": round(waited, 3), "from": held_from,
                                             "to": held_to}

@@ -227,7 +227,7 @@ class RuntimeEntry(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-TIMING_PROTOCOL_FIELDS = ("min_time_s", "rounds")
+TIMING_PROTOCOL_FIELDS = ("min_time_s", "rounds", "runtime_accuracy")
 
 
 class TimingConfig(StrictModel):
@@ -243,6 +243,9 @@ class TimingConfig(StrictModel):
     # timed calls continue (in whole rounds) until this many seconds are timed per session, beyond `repeats`
     min_time_s: Annotated[float, Field(ge=0)] = 0.0
     rounds: PositiveInt = 4  # interleaved rounds of a cell and its dense reference
+    # test MSE/MAE of fp32 cells measured through their runtime over the test windows (false: torch's figures,
+    # the row's accuracy_from says whose); INT8 cells are always measured through their runtime
+    runtime_accuracy: bool = True
 
     @model_serializer(mode="wrap")
     def _without_default_protocol_fields(self, handler: Any) -> Any:

@@ -52,6 +52,7 @@ CELL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("mae", "REAL"),
     ("mse_original", "REAL"),
     ("mae_original", "REAL"),
+    ("accuracy_from", "TEXT"),  # "runtime": MSE/MAE measured through this row's runtime; "torch": torch's figures
     ("runtime", "TEXT"),
     ("quantize", "TEXT"),
     ("batch_size", "INTEGER"),

@@ -91,19 +91,25 @@ def _available(runtime: Any) -> None:
         raise RuntimeUnavailable(f"runtime {runtime.name!r} is unavailable: {availability.reason}")
 
 
-def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, split: WindowedSplit, batch_size: int,
-                 timing: TimingConfig, workdir: Path) -> Prepared:
-    """Prepare ``model`` on ``runtime`` and gate it against torch eager (``timing.atol``/``rtol``)."""
+def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, splits: DatasetSplits, batch_size: int,
+                 timing: TimingConfig, workdir: Path, *, accuracy: bool = True,
+                 max_eval_batches: int | None = None) -> Prepared:
+    """Prepare ``model`` on ``runtime`` and gate it against torch eager (``timing.atol``/``rtol``); with
+    ``accuracy`` (and ``timing.runtime_accuracy``), measure test MSE/MAE through the session."""
     _available(runtime)
     threads = _threads(timing)
     model = model.cpu().eval()
-    batches = static_batches(split, batch_size, timing.verify_batches)
+    batches = static_batches(splits.test, batch_size, timing.verify_batches)
     example = tuple(torch.from_numpy(a) for a in batches[0])
     started = time.perf_counter()
     session = runtime.prepare(copy.deepcopy(model), example, runtime_params, threads=threads, workdir=workdir)
     prepare_s = time.perf_counter() - started
     try:
-        max_err = verify_session(session, model, batches, atol=timing.atol, rtol=timing.rtol)
+        columns: dict[str, Any] = {"max_abs_err_vs_torch": verify_session(session, model, batches, atol=timing.atol,
+                                                                          rtol=timing.rtol)}
+        if accuracy and timing.runtime_accuracy:
+            columns |= {**evaluate_session(session, splits, batch_size, max_batches=max_eval_batches),
+                        "accuracy_from": "runtime"}
     except BaseException:
         session.close()
         raise
@@ -111,8 +117,7 @@ def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, spli
     def footprint() -> dict[str, Any]:
         return onnx_footprint(runtime.name, workdir, batches[0], threads=threads, batch_size=batch_size)
 
-    return Prepared(session, list(batches[0]), batch_size, threads, prepare_s,
-                    columns={"max_abs_err_vs_torch": max_err}, footprint=footprint)
+    return Prepared(session, list(batches[0]), batch_size, threads, prepare_s, columns=columns, footprint=footprint)
 
 
 def timing_columns(result: TimingResult) -> dict[str, Any]:
@@ -289,6 +294,7 @@ def prepare_int8(
         return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
                 "peak_rss_mb": memory.get("peak_rss_mb"), "info": info}
 
-    columns = {"quantize": quantize.method, **metrics, "max_abs_err_vs_torch": max_err, "rel_err_vs_torch": rel_err}
+    columns = {"quantize": quantize.method, **metrics, "accuracy_from": "runtime", "max_abs_err_vs_torch": max_err,
+               "rel_err_vs_torch": rel_err}
     return Prepared(session, list(gate_batches[0]), batch_size, threads, prepare_s, columns=columns,
                     footprint=footprint)
