@@ -105,3 +105,22 @@ def test_runtime_accuracy_off_says_whose_accuracy_the_row_shows(registry, tmp_pa
         run(spec, db, registry=registry)
         (row,) = db.rows()
     assert row["accuracy_from"] == "torch" and row["mse"] == row["runtime_info"]["torch_metrics"]["mse"]
+
+
+def test_the_equivalence_spec_holds_the_cells_bench_times(registry) -> None:
+    """specs/perf/bench_equivalence.json is the spec `tsbench bench` builds for its documented flags: `tsbench run`
+    and `pytest --tsbench-spec` on it time the very cells (same keys) bench stores."""
+    from tsbench_testing import REPO
+
+    from tsbench_core.bench import bench_spec
+
+    runtimes = [registry.get("runtime", n) for n in ("torch-eager", "onnxruntime")]
+    built = bench_spec("transformer", "magnitude", 0.9, runtimes, 32, threads=2, warmup=3, repeats=20, rounds=4,
+                       model_params={}, pruner_params={}, seq_len=96, label_len=48, pred_len=96, enc_in=7,
+                       atol=1e-3, rtol=1e-3, quantize="int8", quantize_tolerance=0.1, calibration_batches=4)
+    path = REPO / "specs" / "perf" / "bench_equivalence.json"
+    from_file = parse_spec(path.read_text(), str(path))
+    from_bench = parse_spec(json.dumps(built), "bench")
+    keys = [c.key for c in expand(from_file, registry)]
+    assert keys == [c.key for c in expand(from_bench, registry)]
+    assert len(keys) == 6  # dense and magnitude on both runtimes, and each in INT8 on onnxruntime
