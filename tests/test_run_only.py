@@ -47,3 +47,18 @@ def test_a_selection_across_fields_keeps_the_cells_having_all_of_them(write_spec
     chosen = json.loads(out)["specs"][0]["cells"]
     expected = [c for c in every if " seed 1 " in c["label"] and " magnitude@" in c["label"]]
     assert [c["key"] for c in chosen] == [c["key"] for c in expected] and len(expected) == 2
+
+
+def test_sparsity_selects_by_target_in_any_spelling(write_spec, tmp_path, capsys):
+    spec = write_spec(tiny_spec(sparsities=[0.3, 0.6, 0.9]))
+    store = str(tmp_path / "results.db")
+    code, out, _ = run_cli(["run", str(spec), "--dry-run", "--json", "--store", store, "--only", "sparsity=0.60,.9"],
+                           capsys)
+    assert code == 0
+    labels = [c["label"] for c in json.loads(out)["specs"][0]["cells"]]
+    assert len(labels) == 2
+    assert any("magnitude@0.6 " in x for x in labels) and any("magnitude@0.9 " in x for x in labels)
+    code, _, err = run_cli(["run", str(spec), "--dry-run", "--store", store, "--only", "sparsity=0.5"], capsys)
+    assert code == 2 and "no cell of the given specs has sparsity '0.5' (they have: 0, 0.3, 0.6, 0.9)" in err
+    code, _, err = run_cli(["run", str(spec), "--dry-run", "--store", store, "--only", "sparsity=half"], capsys)
+    assert code == 2 and "sparsity 'half' is not a number" in err

@@ -272,7 +272,13 @@ def _unique(cells: list[Cell]) -> list[Cell]:
     return out
 
 
-SELECTABLE = ("dataset", "pred_len", "model", "seed", "pruner", "fine_tune", "runtime", "batch_size", "quantize")
+SELECTABLE = ("dataset", "pred_len", "model", "seed", "pruner", "sparsity", "fine_tune", "runtime", "batch_size",
+              "quantize")
+
+
+def sparsity_text(sparsity: float) -> str:
+    """A target sparsity as selected and shown: the shortest round-trip form (0.9, 0.67232; 0 for dense)."""
+    return f"{float(sparsity):g}"
 
 
 def cell_fields(cell: Cell) -> dict[str, str]:
@@ -284,6 +290,7 @@ def cell_fields(cell: Cell) -> dict[str, str]:
         "model": train.model,
         "seed": str(train.seed),
         "pruner": cell.prune.pruner,
+        "sparsity": sparsity_text(cell.prune.sparsity),
         "fine_tune": "none" if cell.prune.fine_tune is None else str(cell.prune.fine_tune.epochs),
         "runtime": cell.runtime,
         "batch_size": str(cell.batch_size),

@@ -154,9 +154,17 @@ def chunks() -> list[tuple[str, str, dict[str, set[str]]]]:
              ("dense control", {"pruner": {"dense"}, "fine_tune": {"1"}}),
              ("magnitude", {"pruner": {"magnitude"}}), ("structured", {"pruner": {"structured"}}),
              ("gradual+nm", {"pruner": {"gradual-magnitude", "nm"}})]
+    # Crossformer's epochs are the longest: its pruned chunks split further (one-shot / each fine-tuned density)
+    finer = [parts[0], parts[1],
+             ("magnitude one-shot", {"pruner": {"magnitude"}, "fine_tune": {"none"}}),
+             *((f"magnitude fine-tuned {s}", {"pruner": {"magnitude"}, "fine_tune": {"1"}, "sparsity": {s}})
+               for s in ("0.5", "0.8", "0.9")),
+             ("structured one-shot", {"pruner": {"structured"}, "fine_tune": {"none"}}),
+             ("structured fine-tuned", {"pruner": {"structured"}, "fine_tune": {"1"}}),
+             ("gradual", {"pruner": {"gradual-magnitude"}}), ("nm", {"pruner": {"nm"}})]
     for model, seed in large:
         out += [(f"{model} seed {seed} {name}", f"etth1_{model}.json", {"seed": {seed}, **only})
-                for name, only in parts]
+                for name, only in (finer if model == "crossformer" else parts)]
     return out
 
 

@@ -47,10 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-workers", type=int, default=None, metavar="N",
                         help="size of the local dask cluster (default: one worker per core)")
     parser.add_argument("--only", action="append", metavar="FIELD=V1[,V2]",
-                        help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, fine_tune: "
-                             "none or the epochs, runtime, batch_size, quantize: static-int8, sparseml-qat or none) "
-                             "is one of the values; repeat for several fields (--only seed=1 --only pruner=magnitude: "
-                             "cells with both); a value no cell of the specs has is an error (exit 2)")
+                        help="run only the cells whose FIELD (dataset, pred_len, model, seed, pruner, sparsity: "
+                             "the target, 0 for dense; fine_tune: none or the epochs; runtime, batch_size, quantize: "
+                             "static-int8, sparseml-qat or none) is one of the values; repeat for several fields "
+                             "(--only seed=1 --only pruner=magnitude: cells with both); a value no cell of the specs "
+                             "has is an error (exit 2)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--quiet", action="store_true", help="no progress bars or tables, only the summary lines")
     output.add_argument("--json", action="store_true",
@@ -125,7 +126,7 @@ def selection(raw: list[str]) -> dict[str, set[str]]:
         field, sep, values = item.partition("=")
         if not sep or field not in SELECTABLE or not values:
             raise UserError(f"--only {item!r}: expected FIELD=VALUE[,VALUE] with FIELD one of {', '.join(SELECTABLE)}")
-        chosen.setdefault(field, set()).update(v.strip() for v in values.split(","))
+        chosen.setdefault(field, set()).update(_normal(field, v.strip(), item) for v in values.split(","))
         glued = sorted(v for v in chosen[field] if "=" in v)
         if glued:
             other = glued[0].partition("=")[0]
@@ -133,6 +134,18 @@ def selection(raw: list[str]) -> dict[str, set[str]]:
                             f"--only {field}={values.partition(',')[0]} --only {glued[0]}"
                             + ("" if other in SELECTABLE else f" (FIELD one of {', '.join(SELECTABLE)})"))
     return chosen
+
+
+def _normal(field: str, value: str, item: str) -> str:
+    """A sparsity in the form cells show it (0.90 and .9 select 0.9); other values as given."""
+    from tsbench_core.cells import sparsity_text
+
+    if field != "sparsity" or "=" in value:
+        return value
+    try:
+        return sparsity_text(float(value))
+    except ValueError:
+        raise UserError(f"--only {item!r}: sparsity {value!r} is not a number (e.g. --only sparsity=0.9)") from None
 
 
 def check_selection(only: dict[str, set[str]], specs: list[Any], plugins: Any) -> None:
