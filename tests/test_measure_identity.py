@@ -4,6 +4,7 @@ and the pytest plugin's ids."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,14 +53,29 @@ def test_protocol_fields_keep_existing_timing_dumps() -> None:
 
 
 @pytest.fixture(scope="module")
-def variant_rows(tmp_path_factory, registry) -> list[dict]:
+def variant_store(tmp_path_factory, registry) -> Path:
     store = tmp_path_factory.mktemp("variants") / "results.db"
     spec = parse_spec(json.dumps(_two_variants()), "s.json")
     validate_against(spec, registry, "s.json")
     summary = run(spec, store, registry=registry)
     assert summary.failed == 0
-    with Store(store) as db:
+    return store
+
+
+@pytest.fixture(scope="module")
+def variant_rows(variant_store: Path) -> list[dict]:
+    with Store(variant_store) as db:
         return db.rows()
+
+
+def test_the_report_shows_each_variant_in_its_own_row(variant_store: Path, tmp_path: Path) -> None:
+    from tsbench_core.report import write_report
+
+    write_report(variant_store, "variants", tmp_path / "report", [])
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    latency_rows = [line for line in markdown.splitlines() if line.startswith("| dlinear | magnitude")]
+    labels = sorted(line.split("|")[2].strip() for line in latency_rows)
+    assert "magnitude" in labels and "magnitude (scope=layer)" in labels  # never merged into one row
 
 
 def test_two_variants_give_two_rows_and_two_report_rows(variant_rows: list[dict]) -> None:

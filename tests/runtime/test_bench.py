@@ -97,3 +97,17 @@ def test_bench_leaves_its_rows_in_the_store_it_is_given(registry, tmp_path) -> N
     assert row["speedup"] == pruned["speedup_vs_dense"] and pruned["dense_cell_key"] == stored["dense"]["cell_key"]
     assert row["dense_max_abs_err"] == stored["dense"]["max_abs_err_vs_torch"]
     assert pruned["runtime_info"]["timing"]["pair"]["dense_cell_key"] == stored["dense"]["cell_key"]
+
+
+def test_bench_cli_store_flag(tmp_path, capsys) -> None:
+    from tsbench_core.cli import main
+    from tsbench_core.store import Store
+
+    argv = ["bench", "--model", "dlinear", "--sparsity", "0.5", "--runtime", "torch-eager", "--batch-size", "2",
+            "--seq-len", "24", "--label-len", "12", "--pred-len", "8", "--enc-in", "3", "--warmup", "0",
+            "--repeats", "2", "--threads", "1", "--store", str(tmp_path / "s.db"), "--json"]
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    with Store(tmp_path / "s.db") as db:
+        stored = {r["pruner"]: r for r in db.rows("bench")}
+    assert set(stored) == {"dense", "magnitude"} and row["cell_key"] == stored["magnitude"]["cell_key"]
