@@ -88,6 +88,13 @@ class OnnxRuntimeRuntime:
                 "graph_optimization": p.graph_optimization, **export.info()}
         return OrtSession(session, export, info)
 
+    def footprint(self, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int, batch_size: int,
+                  graph: Path | None = None) -> dict[str, Any]:
+        """Size and peak memory of the graph run (``GraphFootprint``)."""
+        from sparse_runtime.footprint import graph_footprint
+
+        return graph_footprint(self.name, workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
+
     def open_graph(self, export: ExportResult, params: BaseModel, *, threads: int, batch_size: int) -> OrtSession:
         """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``)."""
         from sparse_runtime.quantize import open_session

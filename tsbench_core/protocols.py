@@ -221,6 +221,17 @@ class HardwareReporting(Protocol):
     def hardware(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class GraphFootprint(Protocol):
+    """A runtime whose sessions run an ONNX graph file: the graph's size and the peak memory of running it."""
+
+    def footprint(self, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int, batch_size: int,
+                  graph: Path | None = None) -> dict[str, Any]:
+        """``model_bytes``, ``model_bytes_compressed``, ``peak_rss_mb`` (and ``info``) of ``graph``, or of the graph
+        ``prepare`` wrote into ``workdir``; empty when there is none."""
+        ...
+
+
 def int8_plan_of(plugin: Any, cpu: CpuFacts, quant_format: str) -> Int8Plan:
     """The plugin's INT8 plan for ``cpu``, or the default encoding when the runtime states no CPU rule."""
     if isinstance(plugin, Int8Runtime):

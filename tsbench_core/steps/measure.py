@@ -25,7 +25,14 @@ from torch import nn
 from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import DatasetSplits, WindowedSplit, seed_offset
 from tsbench_core.errors import CellError, RuntimeUnavailable
-from tsbench_core.protocols import Int8Plan, OnnxGraphRuntime, RuntimeSession, availability_of, int8_plan_of
+from tsbench_core.protocols import (
+    GraphFootprint,
+    Int8Plan,
+    OnnxGraphRuntime,
+    RuntimeSession,
+    availability_of,
+    int8_plan_of,
+)
 from tsbench_core.spec import QuantizeConfig, TimingConfig
 from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import TimingResult, time_sessions_interleaved
@@ -33,9 +40,6 @@ from tsbench_core.verify import verify_session, verify_session_relative
 
 if TYPE_CHECKING:
     from sparse_runtime.qat import QatResult
-
-ONNX_RUNTIMES = ("onnxruntime", "deepsparse")
-
 
 def static_batches(split: WindowedSplit, batch_size: int, count: int, offset: int = 0) -> list[tuple[np.ndarray, ...]]:
     """``count`` real batches of exactly ``batch_size`` windows, spread over the split from window ``offset``
@@ -115,7 +119,7 @@ def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, spli
         raise
 
     def footprint() -> dict[str, Any]:
-        return onnx_footprint(runtime.name, workdir, batches[0], threads=threads, batch_size=batch_size)
+        return graph_footprint(runtime, workdir, batches[0], threads=threads, batch_size=batch_size)
 
     return Prepared(session, list(batches[0]), batch_size, threads, prepare_s, columns=columns, footprint=footprint)
 
@@ -157,40 +161,12 @@ def time_prepared(cell: Prepared, timing: TimingConfig, reference: Prepared | No
     return columns
 
 
-def onnx_footprint(runtime_name: str, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int,
-                   batch_size: int, onnx_path: Path | None = None) -> dict[str, Any]:
-    """``model_bytes``, ``model_bytes_compressed`` and ``peak_rss_mb`` of the ONNX graph a runtime ran (the one
-    exported into ``workdir`` unless ``onnx_path`` is given); empty for runtimes that do not run ONNX."""
-    if runtime_name not in ONNX_RUNTIMES:
+def graph_footprint(runtime: Any, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int, batch_size: int,
+                    graph: Path | None = None) -> dict[str, Any]:
+    """Size and peak memory of the graph a runtime ran (``GraphFootprint``); empty for other runtimes."""
+    if not isinstance(runtime, GraphFootprint):
         return {}
-    from sparse_runtime.export import ExportResult
-    from sparse_runtime.quantize import model_sizes, peak_rss
-
-    if onnx_path is None:
-        found = sorted(p for p in Path(workdir).glob("model*.onnx"))
-        if not found:
-            return {}
-        onnx_path = found[0]
-    sizes = model_sizes(onnx_path)
-    export = _feeding(onnx_path, ExportResult)
-    memory = peak_rss(runtime_name, export, list(inputs), threads=threads, batch_size=batch_size)
-    return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
-            "peak_rss_mb": memory.get("peak_rss_mb"), "info": {"memory": memory}}
-
-
-def _feeding(path: Path, export_cls: Any) -> Any:
-    """An ``ExportResult`` for a graph on disk: its inputs, mapped onto the forward arguments by name."""
-    import onnx
-
-    from sparse_runtime.export import INPUT_NAMES
-
-    proto = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in proto.graph.initializer}
-    names = tuple(i.name for i in proto.graph.input if i.name not in initializers)
-    shapes = tuple(tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in proto.graph.input
-                   if i.name not in initializers)
-    return export_cls(path=Path(path), opset=0, input_names=names,
-                      used_inputs=tuple(INPUT_NAMES.index(n) for n in names), input_shapes=shapes)
+    return runtime.footprint(workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
 
 
 def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
@@ -286,8 +262,8 @@ def prepare_int8(
     def footprint() -> dict[str, Any]:
         sizes = model_sizes(quantized.path)
         fp32_sizes = model_sizes(export.path)
-        memory = onnx_footprint(runtime.name, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
-                                onnx_path=quantized.path)
+        memory = graph_footprint(runtime, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
+                                 graph=quantized.path)
         info = {"quantize": quantized.info() | ({"method": "sparseml-qat", "qat": qat_info} if qat_info else {}),
                 "fp32_model_bytes": fp32_sizes["model_bytes"],
                 "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **memory.get("info", {})}
