@@ -244,8 +244,24 @@ class TimingConfig(StrictModel):
     min_time_s: Annotated[float, Field(ge=0)] = 0.0
     rounds: PositiveInt = 4  # interleaved rounds of a cell and its dense reference
     # test MSE/MAE of fp32 cells measured through their runtime over the test windows (false: torch's figures,
-    # the row's accuracy_from says whose); INT8 cells are always measured through their runtime
-    runtime_accuracy: bool = True
+    # the row's accuracy_from says whose; a list: only at those batch sizes, e.g. [32] where batch 1 would take
+    # one call per test window); INT8 cells are always measured through their runtime
+    runtime_accuracy: bool | list[PositiveInt] = True
+
+    @model_validator(mode="after")
+    def _accuracy_sizes_timed(self) -> TimingConfig:
+        if isinstance(self.runtime_accuracy, list):
+            missing = [b for b in self.runtime_accuracy if b not in self.batch_sizes]
+            if missing or not self.runtime_accuracy:
+                raise ValueError(f"runtime_accuracy: batch sizes {missing or '[]'} are not among batch_sizes "
+                                 f"{self.batch_sizes}; list some of them, or give true/false")
+        return self
+
+    def accuracy_at(self, batch_size: int) -> bool:
+        """Whether fp32 cells at ``batch_size`` measure test accuracy through their runtime."""
+        if isinstance(self.runtime_accuracy, bool):
+            return self.runtime_accuracy
+        return batch_size in self.runtime_accuracy
 
     @model_serializer(mode="wrap")
     def _without_default_protocol_fields(self, handler: Any) -> Any:

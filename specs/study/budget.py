@@ -13,9 +13,9 @@ Model of a chunk's wall time (2 cores, nothing else running):
                                                           + max(repeats x latency, min_time_s); twice for a
                                                           pruned cell, timed beside a freshly prepared dense
                                                           reference (issue #17's protocol of record)
+    + the runtime's own test accuracy                     TEST_BATCHES x latency, where timing.accuracy_at(batch
+                                                          size) says so (fp32) and for every INT8 cell
   per dense control (issue #23: dense + a fine-tuning)    its epochs x EPOCH_S + the test evaluation
-Shown apart, as it is not on main when this was written (README.md): the runtime's own test accuracy of issue
-#17 item 6 (TEST_BATCHES x latency per fp32 cell at batch 32 off torch-eager).
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class Estimate:
     training_high_s: float = 0.0
     prune_s: float = 0.0
     measure_s: float = 0.0
-    runtime_accuracy_s: float = 0.0  # issue #17: test MSE through the runtime, fp32 cells at batch 32
 
     @property
     def low_s(self) -> float:
@@ -134,10 +133,8 @@ def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]
         session = (setup + (timing.warmup + timing.verify_batches) * latency
                    + max(timing.repeats * latency, timing.min_time_s))  # batch 1 priced as batch 32: an upper bound
         out.measure_s += session if cell.is_reference else 2 * session
-        if cell.quantize is None and cell.batch_size == 32 and cell.runtime != "torch-eager":
-            out.runtime_accuracy_s += TEST_BATCHES * latency
-        if cell.quantize is not None:  # INT8: calibration, quantization and the runtime's own test accuracy
-            out.measure_s += TEST_BATCHES * latency
+        if cell.quantize is not None or timing.accuracy_at(cell.batch_size):  # the runtime's own test accuracy
+            out.measure_s += TEST_BATCHES * latency  # at batch 32; a batch-1 pass would be ~2785 calls
     return out
 
 
@@ -184,24 +181,22 @@ def main(argv: list[str]) -> int:
         rows.append({"chunk": label, "command": f"specs/study/{filename} {only_args(selection)}".strip(),
                      "cells": est.cells, "low_h": est.low_s / 3600, "high_h": est.high_s / 3600,
                      "training_h": [est.training_low_s / 3600, est.training_high_s / 3600],
-                     "prune_h": est.prune_s / 3600, "measure_h": est.measure_s / 3600,
-                     "runtime_accuracy_h": est.runtime_accuracy_s / 3600})
+                     "prune_h": est.prune_s / 3600, "measure_h": est.measure_s / 3600})
     if "--json" in argv:
         print(json.dumps(rows, indent=1))
         return 0
     print("| # | chunk | `tsbench run` arguments | cells | training + fine-tuning h | pruning + test eval h "
-          "| measuring h | **total h (low–high)** | + #17 accuracy h |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| measuring + runtime accuracy h | **total h (low–high)** |")
+    print("|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows, 1):
         low, high = r["training_h"]
         print(f"| {i} | {r['chunk']} | `{r['command']}` | {r['cells']} | {low:.2f}–{high:.2f} | {r['prune_h']:.2f} "
-              f"| {r['measure_h']:.2f} | **{r['low_h']:.2f}–{r['high_h']:.2f}** | {r['runtime_accuracy_h']:.2f} |")
+              f"| {r['measure_h']:.2f} | **{r['low_h']:.2f}–{r['high_h']:.2f}** |")
 
     def total(name: str) -> float:
         return sum(r[name] for r in rows)
 
-    print(f"| | **total** | | **{total('cells')}** | | | | **{total('low_h'):.1f}–{total('high_h'):.1f}** "
-          f"| {total('runtime_accuracy_h'):.1f} |")
+    print(f"| | **total** | | **{total('cells')}** | | | | **{total('low_h'):.1f}–{total('high_h'):.1f}** |")
     print("\nPer model and seed (sum of its chunks; chunks of several seeds divided by their seeds), hours:\n")
     print("| model | seeds in the specs | per seed (low–high) | all its seeds (low–high) |")
     print("|---|---|---|---|")

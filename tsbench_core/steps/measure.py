@@ -99,7 +99,7 @@ def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, spli
                  timing: TimingConfig, workdir: Path, *, accuracy: bool = True,
                  max_eval_batches: int | None = None) -> Prepared:
     """Prepare ``model`` on ``runtime`` and gate it against torch eager (``timing.atol``/``rtol``); with
-    ``accuracy`` (and ``timing.runtime_accuracy``), measure test MSE/MAE through the session."""
+    ``accuracy`` (and ``timing.runtime_accuracy`` at this batch size), measure test MSE/MAE through the session."""
     _available(runtime)
     threads = _threads(timing)
     model = model.cpu().eval()
@@ -111,7 +111,7 @@ def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, spli
     try:
         columns: dict[str, Any] = {"max_abs_err_vs_torch": verify_session(session, model, batches, atol=timing.atol,
                                                                           rtol=timing.rtol)}
-        if accuracy and timing.runtime_accuracy:
+        if accuracy and timing.accuracy_at(batch_size):
             columns |= {**evaluate_session(session, splits, batch_size, max_batches=max_eval_batches),
                         "accuracy_from": "runtime"}
     except BaseException:
