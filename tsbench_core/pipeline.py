@@ -29,7 +29,7 @@ from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
 from tsbench_core.steps.artifacts import Artifact, load_weights, save_artifact, usable_artifact
-from tsbench_core.steps.measure import Prepared, int8_plan, prepare_fp32, prepare_int8, time_prepared
+from tsbench_core.steps.measure import Prepared, eval_windows, int8_plan, prepare_fp32, prepare_int8, time_prepared
 from tsbench_core.steps.prune import fine_tune_dense, prune_and_fine_tune, prune_context
 from tsbench_core.steps.train import evaluate, seed_everything, train_model
 from tsbench_core.store import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED
@@ -309,10 +309,10 @@ def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
     runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
     if cell.quantize is None:
         return prepare_fp32(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
-                            workdir, max_eval_batches=cell.prune.train.training.max_eval_batches)
+                            workdir, max_eval_windows=eval_windows(cell.prune.train.training))
     return prepare_int8(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
                         cell.quantize, workdir, qat=models.qat,
-                        max_eval_batches=cell.prune.train.training.max_eval_batches,
+                        max_eval_windows=eval_windows(cell.prune.train.training),
                         calibration_seed=cell.prune.train.seed)
 
 

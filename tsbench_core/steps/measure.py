@@ -97,7 +97,7 @@ def _available(runtime: Any) -> None:
 
 def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, splits: DatasetSplits, batch_size: int,
                  timing: TimingConfig, workdir: Path, *, accuracy: bool = True,
-                 max_eval_batches: int | None = None) -> Prepared:
+                 max_eval_windows: int | None = None) -> Prepared:
     """Prepare ``model`` on ``runtime`` and gate it against torch eager (``timing.atol``/``rtol``); with
     ``accuracy`` (and ``timing.runtime_accuracy`` at this batch size), measure test MSE/MAE through the session."""
     _available(runtime)
@@ -112,7 +112,7 @@ def prepare_fp32(model: nn.Module, runtime: Any, runtime_params: BaseModel, spli
         columns: dict[str, Any] = {"max_abs_err_vs_torch": verify_session(session, model, batches, atol=timing.atol,
                                                                           rtol=timing.rtol)}
         if accuracy and timing.accuracy_at(batch_size):
-            columns |= {**evaluate_session(session, splits, batch_size, max_batches=max_eval_batches),
+            columns |= {**evaluate_session(session, splits, batch_size, max_windows=max_eval_windows),
                         "accuracy_from": "runtime"}
     except BaseException:
         session.close()
@@ -170,25 +170,29 @@ def graph_footprint(runtime: Any, workdir: Path, inputs: tuple[np.ndarray, ...],
 
 
 def evaluate_session(session: Any, splits: DatasetSplits, batch_size: int,
-                     max_batches: int | None = None) -> dict[str, float]:
-    """Test MSE/MAE of a static-batch session over the test windows, as ``steps.train.evaluate`` computes them
-    for torch (scaled data; original scale too when the dataset asks): the last partial batch is padded with
-    the first windows and the padding's outputs are dropped."""
+                     max_windows: int | None = None) -> dict[str, float]:
+    """Test MSE/MAE of a static-batch session over the test windows (the first ``max_windows`` of them, when
+    given: the windows torch's evaluation covers), as ``steps.train.evaluate`` computes them for torch (scaled
+    data; original scale too when the dataset asks): the last partial batch is padded with the first windows and
+    the padding's outputs are dropped."""
     test = splits.test
-    n = len(test)
+    n = len(test) if max_windows is None else min(len(test), max_windows)
     if n == 0:
         raise CellError("the test split has no windows")
     c_out = splits.shape.c_out
     errors = ForecastErrors(splits)
-    for index, first in enumerate(range(0, n, batch_size)):
-        if max_batches is not None and index >= max_batches:
-            break
+    for first in range(0, n, batch_size):
         real = min(batch_size, n - first)
-        starts = (torch.arange(batch_size) + first) % n
+        starts = (torch.arange(batch_size) + first) % len(test)
         batch = test.batch(starts)
         out = session.run([t.numpy() for t in batch.inputs])
         errors.add(torch.from_numpy(np.asarray(out, dtype=np.float32))[:real, :, -c_out:], batch.y[:real])
     return errors.metrics()
+
+
+def eval_windows(training: Any) -> int | None:
+    """How many test windows torch's evaluation covers under a training config (all: None)."""
+    return None if training.max_eval_batches is None else training.max_eval_batches * training.batch_size
 
 
 def int8_plan(runtime: Any, quantize: QuantizeConfig) -> Int8Plan:
@@ -210,7 +214,7 @@ def prepare_int8(
     quantize: QuantizeConfig,
     workdir: Path,
     *,
-    max_eval_batches: int | None = None,
+    max_eval_windows: int | None = None,
     qat: QatResult | None = None,
     calibration_seed: int = 0,
 ) -> Prepared:
@@ -254,7 +258,7 @@ def prepare_int8(
     prepare_s = time.perf_counter() - started
     try:
         max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
-        metrics = evaluate_session(session, splits, batch_size, max_batches=max_eval_batches)
+        metrics = evaluate_session(session, splits, batch_size, max_windows=max_eval_windows)
     except BaseException:
         session.close()
         raise
