@@ -144,6 +144,14 @@ class PrunerPlugin(Plugin, Protocol):
         ...
 
 
+@runtime_checkable
+class ModelCheckingPruner(Protocol):
+    """Optional for pruners: check the params against a model built on the ``meta`` device at spec validation
+    (raise ``UserError``); ``example_inputs`` may be a third parameter for checks that trace the model."""
+
+    def validate_for_model(self, model: nn.Module, params: BaseModel) -> None: ...
+
+
 # --- runtimes ---------------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from tsbench_core.data import DataShape, example_inputs
 from tsbench_core.embedding_dims import marks_dims
 from tsbench_core.errors import UserError
+from tsbench_core.protocols import ModelCheckingPruner
 from tsbench_core.registry import Registry
 
 PLACEHOLDER_CHANNELS = 7
@@ -137,7 +138,7 @@ def check_pruners_against_models(spec: Any, registry: Registry, source: str) -> 
     seen: set[str] = set()
     for i, entry, params, j, model_entry, shape in _entries(spec, registry):
         pruner = registry.pruners[entry.pruner]
-        if not hasattr(pruner, "validate_for_model"):
+        if not isinstance(pruner, ModelCheckingPruner):
             continue
         message = _problem(pruner, params, models, model_entry, shape)
         if message is None:
