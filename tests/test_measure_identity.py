@@ -73,9 +73,16 @@ def test_the_report_shows_each_variant_in_its_own_row(variant_store: Path, tmp_p
 
     write_report(variant_store, "variants", tmp_path / "report", [])
     markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
-    latency_rows = [line for line in markdown.splitlines() if line.startswith("| dlinear | magnitude")]
-    labels = sorted(line.split("|")[2].strip() for line in latency_rows)
-    assert "magnitude" in labels and "magnitude (scope=layer)" in labels  # never merged into one row
+    for title in ("**Accuracy and size", "**Latency per batch"):  # each table keeps the variants apart
+        lines = markdown.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(title))
+        table = []
+        for line in lines[start + 4:]:
+            if not line.startswith("|"):
+                break
+            table.append(line)
+        labels = sorted(line.split("|")[2].strip() for line in table if line.startswith("| dlinear | magnitude"))
+        assert labels == ["magnitude", "magnitude (scope=layer)"], (title, labels)  # never merged into one row
 
 
 def test_two_variants_give_two_rows_and_two_report_rows(variant_rows: list[dict]) -> None:

@@ -34,7 +34,7 @@ class Table:
 def _job_order(row: Row) -> tuple[Any, ...]:
     return (row.get("model") or "", row.get("pruner") != DENSE, row.get("pruner") or "",
             row.get("target_sparsity") or 0.0, row.get("fine_tuned") or 0, row.get("fine_tune") or "",
-            row.get("quantize") or "")
+            row.get("quantize") or "", row.get("variant") or "")
 
 
 def _relative(value: float | None, reference: float | None) -> str:
