@@ -27,3 +27,15 @@ def report_spec(name: str = SPEC_NAME, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def markdown_table_rows(markdown: str, title_word: str) -> list[list[str]]:
+    """The body cells of the first report table whose bold title contains ``title_word``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("**") and title_word in line)
+    out = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        out.append([c.strip() for c in line.strip("|").split("|")])
+    return out

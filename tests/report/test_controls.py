@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.legend import Legend
 from matplotlib.text import Annotation
-from report_helpers import report_spec
+from report_helpers import markdown_table_rows, report_spec
 
 from tsbench_core.cells import DENSE, expand
 from tsbench_core.report import write_report
@@ -98,23 +98,12 @@ def test_control_is_the_dense_model_given_the_same_training(controls_store: Path
         assert plain["mse"] != row["mse"], "the control got no extra training"
 
 
-def _md_rows(markdown: str, title_word: str) -> list[list[str]]:
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("**") and title_word in line)
-    out = []
-    for line in lines[start + 4:]:
-        if not line.startswith("|"):
-            break
-        out.append([c.strip() for c in line.strip("|").split("|")])
-    return out
-
-
 def test_fine_tuned_rows_are_compared_with_their_control(controls_store: Path, tmp_path: Path) -> None:
     with Store(controls_store) as store:
         rows = store.rows(NAME)
     write_report(controls_store, NAME, tmp_path, [])
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
-    table = {(r[1], r[2], r[3]): r for r in _md_rows(markdown, "Accuracy")}
+    table = {(r[1], r[2], r[3]): r for r in markdown_table_rows(markdown, "Accuracy")}
     ft_label = "1 epoch, lr 0.0005, ≤ 3 batches/epoch"
 
     def mse(pruner: str, target: float, fine_tuned: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from report_helpers import report_spec
+from report_helpers import markdown_table_rows, report_spec
 from scipy import stats
 
 from tsbench_core.cells import expand, select
@@ -115,23 +115,12 @@ def _by_setting(rows: list[dict[str, Any]], pruner: str, target: float) -> dict[
     return {r["seed"]: r for r in rows if r["pruner"] == pruner and r["target_sparsity"] == target}
 
 
-def _md_rows(markdown: str, title_word: str) -> list[list[str]]:
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("**") and title_word in line)
-    out = []
-    for line in lines[start + 4:]:
-        if not line.startswith("|"):
-            break
-        out.append([c.strip() for c in line.strip("|").split("|")])
-    return out
-
-
 def test_report_mean_ci_and_paired_test_match_scipy(seeds_store: Path, seed_rows: list[dict[str, Any]],
                                                     tmp_path: Path) -> None:
     write_report(seeds_store, NAME, tmp_path, [])
     markdown = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "paired t-test across seeds (scipy.stats.ttest_rel" in markdown
-    table = {(r[1], r[3]): r for r in _md_rows(markdown, "Accuracy")}
+    table = {(r[1], r[3]): r for r in markdown_table_rows(markdown, "Accuracy")}
     dense = _by_setting(seed_rows, "dense", 0.0)
     dense_mse = np.array([dense[s]["mse"] for s in SEEDS])
     for pruner, target, shown_target in (("dense", 0.0, "–"), ("magnitude", 0.5, "0.500"),
@@ -154,7 +143,7 @@ def test_report_mean_ci_and_paired_test_match_scipy(seeds_store: Path, seed_rows
         p_value = stats.ttest_rel(mse, dense_mse).pvalue
         assert line[14] == ("significant" if p_value < 0.05 else "not significant")
         assert line[15] == "dense"
-    latency = {(r[1], r[3]): r for r in _md_rows(markdown, "Latency")}
+    latency = {(r[1], r[3]): r for r in markdown_table_rows(markdown, "Latency")}
     for pruner, target, shown_target in (("dense", 0.0, "–"), ("magnitude", 0.9, "0.900")):
         ms = np.array([r["latency_ms_median"] for r in _by_setting(seed_rows, pruner, target).values()])
         assert latency[(pruner, shown_target)][6].startswith(f"{ms.mean():.3f} ± {ms.std(ddof=1):.3f}")
