@@ -293,7 +293,7 @@ class DeepSparseRuntime:
         its detected ISA is one this CPU lacks (e.g. under an emulator) or without AVX2 on x86-64."""
         hardware = self.hardware()
         isa = hardware.get("isa")
-        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        seen = cpu.described()
         mismatch = isa_mismatch(hardware, cpu)
         if mismatch:
             return Int8Plan("int8", seen, unsupported=mismatch)

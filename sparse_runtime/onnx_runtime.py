@@ -61,7 +61,7 @@ class OnnxRuntimeRuntime:
     def int8_plan(self, cpu: CpuFacts, quant_format: str) -> Int8Plan:
         """uint8 weights (U8U8) on x86-64 without VNNI, where ONNX Runtime's uint8 x int8 kernels use the
         saturating VPMADDUBSW (its documented remedy; exact, see ``sparse_runtime/quantize.py``); int8 elsewhere."""
-        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        seen = cpu.described()
         if cpu.x86_64 and not cpu.vnni:
             return Int8Plan("uint8", f"x86-64 without VNNI: {seen}; ONNX Runtime computes uint8 x int8 with "
                             "VPMADDUBSW, which saturates in 16 bits; uint8 x uint8 does not")

@@ -162,7 +162,7 @@ class OpenVinoRuntime:
         OpenVINO documents that its u8 x i8 kernels saturate on x86 CPUs without VNNI (a 16-bit intermediate) and
         that weights in half the 8-bit range avoid it (its "saturation issue" workaround). It runs MatMulInteger
         graphs in fp32 kernels, exact with any encoding."""
-        seen = f"{cpu.model_name or cpu.vendor or 'this CPU'} ({', '.join(cpu.features) or 'no AVX2'}; {cpu.source})"
+        seen = cpu.described()
         if quant_format != "qdq":
             return Int8Plan("int8", f"{quant_format}: OpenVINO computes it in fp32 kernels, exact on every CPU; {seen}")
         if cpu.x86_64 and not cpu.vnni:

@@ -204,9 +204,9 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                 everywhere = _targets(spec, spec.runtimes, spec.timing.batch_sizes)
                 jobs: list[tuple[PruneJob, QuantizeConfig | None, list[tuple[RuntimeEntry, int]]]]
                 jobs = [(dense, None, everywhere)]
-                jobs += [(dense, q, targets) for q, targets in _distinct_quantize(spec)]
+                jobs += [(dense, q, targets) for q, targets in _distinct_configs(spec, "quantize")]
                 jobs += [(PruneJob(train, DENSE, 0.0, {}, fine_tune), None, targets)
-                         for fine_tune, targets in _distinct_fine_tune(spec)]
+                         for fine_tune, targets in _distinct_configs(spec, "fine_tune")]
                 for entry in spec.pruning:
                     pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
                     jobs += [
@@ -242,24 +242,15 @@ def _union_targets(spec: Spec, entries: list[PruningEntry]) -> list[tuple[Runtim
     return [(r, b) for r, b in _targets(spec, spec.runtimes, spec.timing.batch_sizes) if (id(r), b) in wanted]
 
 
-def _distinct_quantize(spec: Spec) -> list[tuple[QuantizeConfig, list[tuple[RuntimeEntry, int]]]]:
-    """The distinct quantize configs of the pruning entries, in spec order, each with where its dense INT8 cells
-    run: wherever an entry with that config runs."""
-    seen: dict[str, tuple[QuantizeConfig, list[PruningEntry]]] = {}
+def _distinct_configs(spec: Spec, field: str) -> list[tuple[Any, list[tuple[RuntimeEntry, int]]]]:
+    """The distinct ``quantize`` or ``fine_tune`` configs of the pruning entries, in spec order, each with where
+    its dense cells (dense INT8 cells, dense controls) run: wherever an entry with that config runs."""
+    seen: dict[str, tuple[Any, list[PruningEntry]]] = {}
     for entry in spec.pruning:
-        if entry.quantize is not None:
-            seen.setdefault(entry.quantize.model_dump_json(), (entry.quantize, []))[1].append(entry)
-    return [(quantize, _union_targets(spec, entries)) for quantize, entries in seen.values()]
-
-
-def _distinct_fine_tune(spec: Spec) -> list[tuple[FineTuneConfig, list[tuple[RuntimeEntry, int]]]]:
-    """The distinct fine-tuning configs of the pruning entries, in spec order, each with where its dense control
-    runs: wherever an entry with that config runs."""
-    seen: dict[str, tuple[FineTuneConfig, list[PruningEntry]]] = {}
-    for entry in spec.pruning:
-        if entry.fine_tune is not None:
-            seen.setdefault(entry.fine_tune.model_dump_json(), (entry.fine_tune, []))[1].append(entry)
-    return [(fine_tune, _union_targets(spec, entries)) for fine_tune, entries in seen.values()]
+        config = getattr(entry, field)
+        if config is not None:
+            seen.setdefault(config.model_dump_json(), (config, []))[1].append(entry)
+    return [(config, _union_targets(spec, entries)) for config, entries in seen.values()]
 
 
 def _unique(cells: list[Cell]) -> list[Cell]:

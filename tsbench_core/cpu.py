@@ -84,6 +84,11 @@ class CpuFacts:
                    "features": sorted(self.features), "machine": self.machine}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
+    def described(self) -> str:
+        """One line for the reasons runtimes record: model, the features found, and how they were read."""
+        features = ", ".join(self.features) or "no AVX2"
+        return f"{self.model_name or self.vendor or 'this CPU'} ({features}; {self.source})"
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "features": list(self.features), "vnni": self.vnni, "fingerprint": self.fingerprint}
 
