@@ -114,16 +114,27 @@ class Store:
 
     def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise self._error(exc, "open") from None
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                self._migrate()
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL takes an exclusive lock without waiting on SQLite's busy handler,
+                # so two runs opening one new store at once can see "locked": try again until the deadline.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise self._error(exc, "open") from None
+                if getattr(self, "_conn", None) is not None:
+                    self._conn.close()
+                time.sleep(0.05)
+            except (sqlite3.Error, OSError) as exc:
+                raise self._error(exc, "open") from None
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
