@@ -111,3 +111,14 @@ def test_bench_cli_store_flag(tmp_path, capsys) -> None:
     with Store(tmp_path / "s.db") as db:
         stored = {r["pruner"]: r for r in db.rows("bench")}
     assert set(stored) == {"dense", "magnitude"} and row["cell_key"] == stored["magnitude"]["cell_key"]
+
+
+def test_bench_int8_of_a_half_pruned_dlinear_passes_the_gate(registry) -> None:
+    """DLinear starts with every weight 1/seq_len; on those tied weights 50 % global magnitude zeroed its whole
+    trend layer, and the INT8 graph of that degenerate model failed the gate (relative error 0.14 > 0.1). Bench
+    trains a few steps first (``BENCH_TRAINING``), so the pruner meets distinct weights, as on a trained model."""
+    rows = bench("dlinear", "magnitude", 0.5, ["onnxruntime"], 32, registry=registry, quantize="int8",
+                 warmup=1, repeats=3, threads=1)
+    int8 = next(r for r in rows if r["precision"] == "int8")
+    assert int8["status"] == "ok", int8.get("reason")
+    assert int8["int8_rel_err"] < 0.1 and int8["cpu"]["fingerprint"]

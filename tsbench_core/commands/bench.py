@@ -1,5 +1,5 @@
-"""``tsbench bench``: time one ad-hoc cell (untrained weights) on several runtimes, beside its dense reference,
-through the pipeline of ``tsbench run`` (an ad-hoc spec, rows in ``--store`` or a temporary store).
+"""``tsbench bench``: time one ad-hoc cell (weights trained a few steps) on several runtimes, beside its dense
+reference, through the pipeline of ``tsbench run`` (an ad-hoc spec, rows in ``--store`` or a temporary store).
 
 The defaults are those of ``tsbench_core.bench``, which takes them from the spec models (a spec's default timing,
 INT8 gate and runtime), so a bench cell is the cell a spec with the same values would time.
@@ -12,7 +12,7 @@ import argparse
 from tsbench_core.commands.common import EXIT_FAILED_CELLS, EXIT_OK, json_arg, registry
 
 NAME = "bench"
-SUMMARY = "time one ad-hoc cell (untrained weights, synthetic data) through the pipeline, beside its dense reference"
+SUMMARY = "time one ad-hoc cell (a few training steps, synthetic data) through the pipeline, beside its dense reference"
 EXAMPLES = (
     "tsbench bench --model transformer --pruner magnitude --sparsity 0.9 \\\n"
     "                --runtime torch-eager --runtime deepsparse --batch-size 32   # quick \"how fast here?\"",
