@@ -373,16 +373,35 @@ class DeepSparseRuntime:
         """Size and peak memory of the graph run (``GraphFootprint``)."""
         from sparse_runtime.footprint import graph_footprint
 
-        return graph_footprint(self.name, workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
+        return graph_footprint(self, workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
 
     def open_graph(self, export: ExportResult, params: BaseModel, *, threads: int,
                    batch_size: int) -> DeepSparseSession:
-        """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``)."""
-        from sparse_runtime.quantize import open_session
+        """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``).
 
+        The graph is compiled and run once in a subprocess first: the engine can abort the process on a graph it
+        takes in part (e.g. an assertion in its element-wise fusion), which must fail this cell, not the run."""
         p = coerce_params(params, DeepSparseParams)
-        return open_session(self.name, export, threads=threads, batch_size=batch_size,
-                            diagnose_fallbacks=p.diagnose_fallbacks)
+        zeros = [np.zeros(shape, dtype=np.float32) for shape in export.input_shapes]
+        probe = diagnose_fallbacks(export.path, batch_size, zeros, num_cores=threads)
+        if probe.get("error") or probe.get("crashed"):
+            raise CellError(f"deepsparse: {probe.get('error') or probe['crash']} on {export.path.name} "
+                            f"(subprocess probe)")
+        os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
+        from deepsparse import compile_model
+
+        try:
+            engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
+        except Exception as exc:
+            raise CellError(f"deepsparse could not compile {export.path.name}: {exc}") from exc
+        fraction = float(engine.fraction_of_supported_ops)
+        info = {"runtime": self.name, "device": "cpu", "threads": {"num_cores": engine.num_cores},
+                "batch_size": batch_size, "fraction_of_supported_ops": fraction,
+                "cpu_avx_type": getattr(engine, "cpu_avx_type", None),
+                "cpu_vnni": getattr(engine, "cpu_vnni", None), **export.info()}
+        if fraction < 1.0 and p.diagnose_fallbacks:
+            info["fallbacks"] = {k: v for k, v in probe.items() if k not in ("crashed", "crash")}
+        return DeepSparseSession(engine, export, info)
 
 
 PLUGINS = (DeepSparseRuntime(),)

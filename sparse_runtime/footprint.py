@@ -8,25 +8,26 @@ from typing import Any
 import numpy as np
 
 from sparse_runtime.export import INPUT_NAMES, ExportResult
-from sparse_runtime.quantize import model_sizes, peak_rss
+from sparse_runtime.memory import peak_rss
+from sparse_runtime.sizes import model_sizes
 
 
-def graph_footprint(runtime_name: str, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int,
+def graph_footprint(runtime: Any, workdir: Path, inputs: tuple[np.ndarray, ...], *, threads: int,
                     batch_size: int, graph: Path | None = None) -> dict[str, Any]:
-    """``model_bytes``, ``model_bytes_compressed``, ``peak_rss_mb`` (and ``info.memory``) of ``graph``, or of
-    the graph exported into ``workdir``; empty when there is none."""
+    """``model_bytes``, ``model_bytes_compressed``, ``peak_rss_mb`` (and ``info.memory``) of ``graph`` on the
+    runtime plugin ``runtime``, or of the graph exported into ``workdir``; empty when there is none."""
     if graph is None:
         found = sorted(Path(workdir).glob("model*.onnx"))
         if not found:
             return {}
         graph = found[0]
     sizes = model_sizes(graph)
-    memory = peak_rss(runtime_name, _feeding(graph), list(inputs), threads=threads, batch_size=batch_size)
+    memory = peak_rss(runtime, graph, list(inputs), threads=threads, batch_size=batch_size)
     return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
             "peak_rss_mb": memory.get("peak_rss_mb"), "info": {"memory": memory}}
 
 
-def _feeding(path: Path) -> ExportResult:
+def feeding(path: Path) -> ExportResult:
     """An ``ExportResult`` for a graph on disk: its inputs, mapped onto the forward arguments by name."""
     import onnx
 

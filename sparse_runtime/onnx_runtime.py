@@ -93,15 +93,21 @@ class OnnxRuntimeRuntime:
         """Size and peak memory of the graph run (``GraphFootprint``)."""
         from sparse_runtime.footprint import graph_footprint
 
-        return graph_footprint(self.name, workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
+        return graph_footprint(self, workdir, inputs, threads=threads, batch_size=batch_size, graph=graph)
 
     def open_graph(self, export: ExportResult, params: BaseModel, *, threads: int, batch_size: int) -> OrtSession:
         """A session on a given ONNX graph (an INT8 graph from ``sparse_runtime/quantize.py``)."""
-        from sparse_runtime.quantize import open_session
+        import onnxruntime as ort
 
         p = coerce_params(params, OrtParams)
-        return open_session(self.name, export, threads=threads, batch_size=batch_size,
-                            graph_optimization=p.graph_optimization)
+        opts = session_options(threads, p.graph_optimization)
+        try:
+            session = ort.InferenceSession(str(export.path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise CellError(f"onnxruntime cannot load {export.path.name}: {exc}") from exc
+        info = {"runtime": self.name, "device": "cpu", "threads": {"intra_op": threads, "inter_op": 1},
+                "graph_optimization": p.graph_optimization, **export.info()}
+        return OrtSession(session, export, info)
 
 
 PLUGINS = (OnnxRuntimeRuntime(),)

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from plugins.pruners.sparseml_recipe import manager_from_recipe, recipe_text
-from sparse_runtime.quantize import LinearQParams, module_keeps_float
+from sparse_runtime.int8.graph import module_keeps_float
+from sparse_runtime.int8.qparams import LinearQParams
 from tsbench_core.errors import CellError
 from tsbench_core.telemetry import disable_neural_magic_analytics
 

@@ -78,7 +78,7 @@ def test_plugins_lists_kinds_and_availability():
     assert done.returncode == 0
     listing = json.loads(done.stdout)
     kinds = {p["kind"] for p in listing["plugins"]}
-    assert kinds == {"model", "dataset", "pruner", "runtime"}
+    assert kinds == {"model", "dataset", "pruner", "runtime", "quantizer"}
     semi = next(p for p in listing["plugins"] if p["name"] == "semi-structured")
     assert semi["available"] is False and "CUDA" in semi["reason"]
 

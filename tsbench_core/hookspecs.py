@@ -35,3 +35,8 @@ def tsbench_register_pruners(register: Callable[[Any], None]) -> None:
 @hookspec
 def tsbench_register_runtimes(register: Callable[[Any], None]) -> None:
     """Register runtime plugins: call ``register(plugin)`` for each (see ``protocols.RuntimePlugin``)."""
+
+
+@hookspec
+def tsbench_register_quantizers(register: Callable[[Any], None]) -> None:
+    """Register quantizer plugins: call ``register(plugin)`` for each (see ``protocols.QuantizerPlugin``)."""

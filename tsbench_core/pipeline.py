@@ -24,7 +24,7 @@ from tsbench_core.data import DatasetSplits, Windows, example_inputs
 from tsbench_core.errors import CellError, RuntimeUnavailable, TsbenchError
 from tsbench_core.hostlock import file_lock, host_lock
 from tsbench_core.progress import NullProgress, Progress
-from tsbench_core.protocols import time_encoding_of
+from tsbench_core.protocols import FineTuningQuantizer, time_encoding_of
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.settings import resolve_data_dir
 from tsbench_core.spec import DatasetEntry
@@ -202,52 +202,48 @@ def load_model(ws: Workspace, job: PruneJob, artifact: Artifact, splits: Dataset
 
 
 SKIP_FACTS = "skipped_while"  # runtime_info member of a skipped row: was the runtime available then?
-QAT_FIELDS = ("keep_float", "epochs", "lr", "max_train_batches", "symmetric_activations", "recipe")
 
 
-def qat_key(cell: Cell) -> str:
-    """The QAT step's content hash: the pruned model and the fields that change QAT (the recipe by content), not
-    the runtime or batch size, so every runtime cell of one pruned model shares one QAT fine-tuning."""
+def quantizer_of(ws: Workspace, cell: Cell) -> Any:
+    """The quantizer plugin of an INT8 cell (``quantize.method``)."""
     assert cell.quantize is not None
-    fields = cell.quantize.model_dump(mode="json", include=set(QAT_FIELDS))
-    if cell.quantize.recipe is not None:
-        fields["recipe"] = Path(cell.quantize.recipe).expanduser().read_text(encoding="utf-8")
-    return content_hash({"pruned": cell.prune.key, "qat": fields})
+    return ws.plugins().records["quantizer"][cell.quantize.method].plugin
 
 
-def qat_artifact(ws: Workspace, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
-    """Quantization-aware fine-tuning of a cell's pruned model, once per ``qat_key``."""
-    key = qat_key(cell)
-    return _build(ws, key, _qat, key, cell, model, splits)
+def fine_tune_key(cell: Cell, quantizer: FineTuningQuantizer) -> str:
+    """The content hash of a quantizer's fine-tuning step: the pruned model and the fields that change it (a recipe
+    by content), not the runtime or batch size, so every runtime cell of one pruned model shares one fine-tuning."""
+    assert cell.quantize is not None
+    return content_hash({"pruned": cell.prune.key, "qat": quantizer.fine_tune_fields(cell.quantize)})
 
 
-def _qat(ws: Workspace, key: str, cell: Cell, model: nn.Module, splits: DatasetSplits) -> Artifact:
-    from sparse_runtime.qat import qat_finetune, qparams_as_json
+def fine_tuned_artifact(ws: Workspace, cell: Cell, quantizer: FineTuningQuantizer, model: nn.Module,
+                        splits: DatasetSplits) -> Artifact:
+    """A fine-tuning quantizer's step (QAT) on a cell's pruned model, once per ``fine_tune_key``."""
+    key = fine_tune_key(cell, quantizer)
+    return _build(ws, key, _fine_tune, key, cell, quantizer, model, splits)
 
-    quantize, job = cell.quantize, cell.prune.train
-    assert quantize is not None
+
+def _fine_tune(ws: Workspace, key: str, cell: Cell, quantizer: FineTuningQuantizer, model: nn.Module,
+               splits: DatasetSplits) -> Artifact:
+    job = cell.prune.train
 
     def train(m: Any, **kwargs: Any) -> dict[str, Any]:  # the cell's training loop
         return train_model(m, splits, job.training, seed=job.seed, progress=ws.progress, **kwargs).as_dict()
 
-    result = qat_finetune(model, train, keep_float=list(quantize.keep_float), epochs=int(quantize.epochs or 2),
-                          lr=float(quantize.lr or 1e-5), max_train_batches=quantize.max_train_batches,
-                          symmetric_activations=quantize.symmetric_activations, recipe=quantize.recipe)
-    meta = {"kind": "qat", "pruned": cell.prune.key, "qparams": qparams_as_json(result.qparams),
-            "info": result.info}
-    return save_artifact(ws.artifacts, key, result.model.state_dict(), meta)
+    fine_tuned, meta = quantizer.fine_tune(model, train, cell.quantize)
+    return save_artifact(ws.artifacts, key, fine_tuned.state_dict(), {"kind": "qat", "pruned": cell.prune.key,
+                                                                       **meta})
 
 
-def load_qat(artifact: Artifact, model: nn.Module) -> Any:
-    """The ``QatResult`` of a stored QAT step: a copy of ``model`` with the fine-tuned weights, and the learned
-    parameters."""
-    from sparse_runtime.qat import QatResult, qparams_from_json
-
+def load_fine_tuned(artifact: Artifact, quantizer: FineTuningQuantizer, model: nn.Module) -> Any:
+    """What the quantizer takes from a stored fine-tuning: a copy of ``model`` with the fine-tuned weights and the
+    stored record."""
     fine_tuned = copy.deepcopy(model)
     fine_tuned.load_state_dict(load_weights(artifact), strict=True)
     fine_tuned.eval()
-    return QatResult(model=fine_tuned, qparams=qparams_from_json(artifact.meta["qparams"], fine_tuned),
-                     info=artifact.meta["info"])
+    meta = {k: v for k, v in artifact.meta.items() if k not in {"kind", "pruned"}}
+    return quantizer.load_fine_tuned(fine_tuned, meta)
 
 
 def base_row(cell: Cell) -> dict[str, Any]:
@@ -279,13 +275,13 @@ def base_row(cell: Cell) -> dict[str, Any]:
 @dataclass
 class CellModels:
     """What a cell's measurement starts from: its (pruned) model and data, the dense reference model it is
-    timed beside (none for a reference cell), and the QAT result of a ``sparseml-qat`` cell."""
+    timed beside (none for a reference cell), and the fine-tuning of a ``FineTuningQuantizer`` (QAT) cell."""
 
     artifact: Artifact
     splits: DatasetSplits
     model: nn.Module
     dense: nn.Module | None = None
-    qat: Any = None
+    fine_tuned: Any = None
 
 
 def cell_models(ws: Workspace, cell: Cell, *, with_reference: bool = True) -> CellModels:
@@ -293,12 +289,14 @@ def cell_models(ws: Workspace, cell: Cell, *, with_reference: bool = True) -> Ce
     artifact = pruned_artifact(ws, cell.prune)
     splits = load_splits(ws, cell.prune.train)
     model = load_model(ws, cell.prune, artifact, splits)
-    qat = load_qat(qat_artifact(ws, cell, model, splits), model) \
-        if cell.quantize is not None and cell.quantize.method == "sparseml-qat" else None
+    quantizer = quantizer_of(ws, cell) if cell.quantize is not None else None
+    fine_tuned = None
+    if isinstance(quantizer, FineTuningQuantizer):
+        fine_tuned = load_fine_tuned(fine_tuned_artifact(ws, cell, quantizer, model, splits), quantizer, model)
     dense = None
     if with_reference and not cell.is_reference:
         dense = load_model(ws, cell.prune.dense, dense_artifact(ws, cell.prune.train), splits)
-    return CellModels(artifact, splits, model, dense, qat)
+    return CellModels(artifact, splits, model, dense, fine_tuned)
 
 
 def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
@@ -311,7 +309,7 @@ def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
         return prepare_fp32(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
                             workdir, max_eval_windows=eval_windows(cell.prune.train.training))
     return prepare_int8(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
-                        cell.quantize, workdir, qat=models.qat,
+                        cell.quantize, workdir, quantizer=quantizer_of(ws, cell), fine_tuned=models.fine_tuned,
                         max_eval_windows=eval_windows(cell.prune.train.training),
                         calibration_seed=cell.prune.train.seed)
 

@@ -204,7 +204,7 @@ class OnnxGraphRuntime(Protocol):
 @dataclass(frozen=True)
 class Int8Plan:
     """How a runtime computes an INT8 graph correctly on this CPU: the weight encoding to write
-    (``sparse_runtime.quantize.WEIGHT_ENCODINGS``) and why; or, with ``unsupported`` set, why it cannot (the cell
+    (``sparse_runtime.int8.qparams.WEIGHT_ENCODINGS``) and why; or, with ``unsupported`` set, why it cannot (the cell
     is then skipped before any work)."""
 
     weights: str
@@ -247,13 +247,82 @@ def int8_plan_of(plugin: Any, cpu: CpuFacts, quant_format: str) -> Int8Plan:
     return Int8Plan("int8", f"runtime {getattr(plugin, 'name', plugin)!r} states no CPU rule for INT8")
 
 
-KINDS = ("model", "dataset", "pruner", "runtime")
-Kind = Literal["model", "dataset", "pruner", "runtime"]
+# --- quantizers -------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class OnnxExportParams(Protocol):
+    """Runtime params that fix the ONNX opset of the graphs exported for that runtime (a quantizer exports with
+    it too)."""
+
+    opset: int
+
+
+def export_opset_of(params: BaseModel) -> int | None:
+    """The opset the runtime params ask the ONNX export for, or None (the exporter's default)."""
+    return params.opset if isinstance(params, OnnxExportParams) else None
+
+
+@dataclass
+class QuantizeJob:
+    """What the measure step hands a quantizer for one INT8 cell."""
+
+    model: nn.Module  # the cell's fp32 model, eval mode, on the CPU
+    example_inputs: tuple[torch.Tensor, ...]  # one batch at the cell's batch size (the export's static shapes)
+    calibration: list[tuple[np.ndarray, ...]]  # batches of training windows (from the seed's offset)
+    plan: Int8Plan  # the runtime's weight encoding for this CPU
+    workdir: Path
+    opset: int | None = None  # from the runtime params (``export_opset_of``)
+    fine_tuned: Any = None  # a ``FineTuningQuantizer``'s ``load_fine_tuned`` result, for that kind only
+
+
+@dataclass
+class QuantizedGraph:
+    """An INT8 ONNX graph a quantizer wrote, for ``OnnxGraphRuntime.open_graph``."""
+
+    graph: Any  # what ``open_graph`` takes (an ``ExportResult`` of the INT8 graph)
+    path: Path  # the INT8 graph file (its size and peak memory are measured on it)
+    reference: nn.Module  # the float model the graph approximates: the gate compares with it
+    info: dict[str, Any]  # ``runtime_info.quantize``
+    sizes: Callable[[], dict[str, Any]]  # model_bytes(_compressed) of the INT8 graph and fp32_model_bytes(_compressed)
+
+
+@runtime_checkable
+class QuantizerPlugin(Plugin, Protocol):
+    """A quantization method (``pruning[].quantize.method``); ``params_model`` is the quantize config it reads."""
+
+    def quantize(self, config: BaseModel, job: QuantizeJob) -> QuantizedGraph:
+        """Export ``job.model`` (or the fine-tuned model) to ONNX and write its INT8 graph into ``job.workdir``."""
+        ...
+
+
+@runtime_checkable
+class FineTuningQuantizer(Protocol):
+    """A quantizer with a training step before ``quantize`` (QAT): the pipeline runs it once per content hash of
+    the pruned model and ``fine_tune_fields``, stores the weights and ``meta``, and hands ``load_fine_tuned``'s
+    result to ``quantize`` as ``job.fine_tuned``."""
+
+    def fine_tune_fields(self, config: BaseModel) -> dict[str, Any]:
+        """The config fields that change the fine-tuning, by content (JSON-able)."""
+        ...
+
+    def fine_tune(self, model: nn.Module, train: TrainFn, config: BaseModel) -> tuple[nn.Module, dict[str, Any]]:
+        """The fine-tuned float model (its state dict is stored) and JSON-able ``meta`` to store beside it."""
+        ...
+
+    def load_fine_tuned(self, model: nn.Module, meta: dict[str, Any]) -> Any:
+        """What ``quantize`` takes from a stored fine-tuning: ``model`` holds its weights, ``meta`` its record."""
+        ...
+
+
+KINDS = ("model", "dataset", "pruner", "runtime", "quantizer")
+Kind = Literal["model", "dataset", "pruner", "runtime", "quantizer"]
 PROTOCOL_OF_KIND: dict[str, type] = {
     "model": ModelPlugin,
     "dataset": DatasetPlugin,
     "pruner": PrunerPlugin,
     "runtime": RuntimePlugin,
+    "quantizer": QuantizerPlugin,
 }
 
 

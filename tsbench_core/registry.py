@@ -1,4 +1,4 @@
-"""The plugin host: a pluggy manager that collects model, dataset, pruner and runtime plugins.
+"""The plugin host: a pluggy manager that collects model, dataset, pruner, runtime and quantizer plugins.
 
 Built-ins (``BUILTIN_PLUGINS``) are registered through the same hooks as third-party packages, which are found
 through the entry-point group ``tsbench``. ``TSBENCH_DISABLE_PLUGIN_AUTOLOAD=1`` stops entry-point loading;
@@ -30,12 +30,14 @@ BUILTIN_PLUGINS = (
     "plugins.models",
     "plugins.pruners",
     "sparse_runtime.plugin",
+    "sparse_runtime.quantizers",
 )
 HOOK_OF_KIND = {
     "model": "tsbench_register_models",
     "dataset": "tsbench_register_datasets",
     "pruner": "tsbench_register_pruners",
     "runtime": "tsbench_register_runtimes",
+    "quantizer": "tsbench_register_quantizers",
 }
 
 
@@ -65,7 +67,8 @@ class LoadError:
 
 @dataclass
 class Registry:
-    """Every plugin by kind and name. ``models``/``datasets``/``pruners``/``runtimes`` map name -> plugin."""
+    """Every plugin by kind and name. ``models``/``datasets``/``pruners``/``runtimes``/``quantizers``: name -> plugin
+    (``records``: name -> ``PluginRecord``)."""
 
     records: dict[str, dict[str, PluginRecord]] = field(default_factory=lambda: {k: {} for k in KINDS})
     load_errors: list[LoadError] = field(default_factory=list)
@@ -86,6 +89,10 @@ class Registry:
     @property
     def runtimes(self) -> dict[str, Any]:
         return self._plugins("runtime")
+
+    @property
+    def quantizers(self) -> dict[str, Any]:
+        return self._plugins("quantizer")
 
     def _plugins(self, kind: str) -> dict[str, Any]:
         return {name: rec.plugin for name, rec in self.records[kind].items()}

@@ -127,15 +127,15 @@ QAT_FIELDS = ("epochs", "lr", "max_train_batches", "recipe")
 
 
 class QuantizeConfig(StrictModel):
-    """INT8 quantization of the exported model (see docs/runtimes.md).
+    """INT8 quantization of the exported model (see docs/runtimes.md); ``method`` names the quantizer plugin.
 
-    ``static-int8``: post-training static quantization, calibrated on training windows. ``sparseml-qat``:
+    Built in: ``static-int8``: post-training static quantization, calibrated on training windows. ``sparseml-qat``:
     quantization-aware fine-tuning through a SparseML recipe (pruned zeros held), then the same INT8 graph
     written with the learned scales. ``format``: ``matmulinteger`` (QuantizeLinear → MatMulInteger → Cast → Mul,
     the form DeepSparse runs fast) or ``qdq`` (ONNX Runtime's QDQ graph).
     """
 
-    method: Literal["static-int8", "sparseml-qat"] = "static-int8"
+    method: str = "static-int8"  # a quantizer plugin (``tsbench plugins``), checked by ``validate_against``
     format: Literal["matmulinteger", "qdq"] = "matmulinteger"
     calibration_batches: PositiveInt = 16  # batches of training windows (at the cell's batch size)
     keep_float: list[str] = Field(default_factory=lambda: list(DEFAULT_KEEP_FLOAT))
@@ -423,6 +423,11 @@ def validate_against(spec: Spec, registry: Registry, source: str) -> None:
         check("pruner", entry.pruner, entry.params, f"pruning[{i}]", "pruner")
     for i, entry in enumerate(spec.runtimes):
         check("runtime", entry.plugin, entry.params, f"runtimes[{i}]", "plugin")
+    for i, entry in enumerate(spec.pruning):
+        if entry.quantize is not None and entry.quantize.method not in registry.records["quantizer"]:
+            valid = sorted(registry.records["quantizer"])
+            problems.append(f"pruning[{i}].quantize.method: "
+                            f"{unknown_name_message('quantizer', entry.quantize.method, valid)}")
     problems.extend(_entry_target_problems(spec))
     problems.extend(check_pruners_against_models(spec, registry, source))
     if problems:
@@ -491,6 +496,8 @@ def spec_json_schema(registry: Registry) -> dict[str, Any]:
     defs["ModelEntry"]["properties"]["training"] = {"$ref": "#/$defs/TrainingConfig"}  # overrides of its fields
     for definition, (kind, name_field) in PLUGIN_ENTRIES.items():
         defs[definition] = _discriminated(defs, definition, kind, name_field, registry)
+    method = defs["QuantizeConfig"]["properties"]["method"]  # names a quantizer plugin
+    method["enum"] = sorted(registry.records["quantizer"])
     return {"$schema": SCHEMA_DIALECT, **schema, "x-tsbench-plugins": plugins}
 
 

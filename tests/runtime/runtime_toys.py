@@ -66,3 +66,11 @@ def prune_linears(model: nn.Module, fraction: float) -> nn.Module:
 def input_batches(seeds, scale: float = 1.0) -> list[tuple]:
     """``make_inputs`` of each seed as numpy arrays (times ``scale``): calibration or gate batches."""
     return [tuple(t.numpy() * scale for t in make_inputs(seed)) for seed in seeds]
+
+
+def open_graph(runtime: str, export, *, threads: int, batch_size: int):
+    """A session on a given ONNX graph through the runtime plugin's ``open_graph`` (its default params)."""
+    from tsbench_core.registry import load_plugins
+
+    plugin = load_plugins().get("runtime", runtime)
+    return plugin.open_graph(export, plugin.params_model(), threads=threads, batch_size=batch_size)

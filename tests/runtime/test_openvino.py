@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from runtime_toys import TinyForecaster, input_batches, make_inputs, prune_linears
+from runtime_toys import TinyForecaster, input_batches, make_inputs, open_graph, prune_linears
 
 from sparse_runtime import openvino_rt
 from sparse_runtime.export import export_onnx
@@ -123,7 +123,6 @@ def test_int8_plan_by_cpu(features, machine, quant_format, weights) -> None:
 @pytest.mark.parametrize("quant_format", ["qdq", "matmulinteger"])
 def test_int8_graph_passes_the_gate_and_matches_onnxruntime(quant_format, tmp_path) -> None:
     from sparse_runtime.onnx_runtime import OnnxRuntimeRuntime
-    from sparse_runtime.quantize import open_session
 
     plan = RUNTIME.int8_plan(cpu_facts(), quant_format)  # this CPU's encoding, as the cells choose it
     model, quantized = _int8_graph(tmp_path, quant_format, weights=plan.weights)
@@ -137,7 +136,7 @@ def test_int8_graph_passes_the_gate_and_matches_onnxruntime(quant_format, tmp_pa
     if OnnxRuntimeRuntime().int8_plan(cpu_facts(), quant_format).weights == plan.weights:
         # the same integer graph on ONNX Runtime (right for its kernels on this CPU too): an independent
         # implementation of the same arithmetic
-        ort = open_session("onnxruntime", quantized.export, threads=1, batch_size=4)
+        ort = open_graph("onnxruntime", quantized.export, threads=1, batch_size=4)
         for batch in batches:
             ours, theirs = session.run(list(batch)), ort.run(list(batch))
             assert float(np.sqrt(np.mean((ours - theirs) ** 2))) < 0.05 * float(np.std(theirs))

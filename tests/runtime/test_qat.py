@@ -9,11 +9,11 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from runtime_toys import TinyForecaster, make_inputs
+from runtime_toys import TinyForecaster, make_inputs, open_graph
 from tsbench_testing import tiny_spec
 
 from sparse_runtime.export import export_onnx
-from sparse_runtime.quantize import WindowCalibrationReader, open_session, quantize_onnx
+from sparse_runtime.quantize import WindowCalibrationReader, quantize_onnx
 from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import Windows
 from tsbench_core.errors import CellError
@@ -103,7 +103,7 @@ def test_qat_holds_zeros_and_its_int8_graph_computes_what_was_trained(registry, 
         for node in proto.graph.node:
             if node.op_type == "MatMulInteger":  # zero point 0 (int8) or 128 (uint8): zeros stay zeros
                 assert inits[node.input[3]] == {"int8": 0, "uint8": 128}[weights]
-        session = open_session(runtime, quantized.export, threads=1, batch_size=4)
+        session = open_graph(runtime, quantized.export, threads=1, batch_size=4)
         try:
             _, rel_float = verify_session_relative(session, result.model, gate, tolerance=0.1)  # the gate
             _, rel_qat = verify_session_relative(session, result.qat_model, gate, tolerance=2e-3)

@@ -10,19 +10,14 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from runtime_toys import input_batches, make_inputs, prune_linears
+from runtime_toys import input_batches, make_inputs, open_graph, prune_linears
 
 from sparse_runtime.export import export_onnx
-from sparse_runtime.quantize import (
-    WindowCalibrationReader,
-    keeps_float,
-    model_sizes,
-    module_path,
-    open_session,
-    quantize_onnx,
-)
+from sparse_runtime.int8.graph import keeps_float, module_path
+from sparse_runtime.quantize import WindowCalibrationReader, quantize_onnx
+from sparse_runtime.sizes import model_sizes
 from tsbench_core.data import Windows
-from tsbench_core.errors import CellError, RuntimeUnavailable
+from tsbench_core.errors import CellError
 from tsbench_core.steps.measure import static_batches
 from tsbench_core.verify import verify_session_relative
 
@@ -128,19 +123,17 @@ def test_relative_gate_passes_for_a_calibrated_model_and_fails_for_a_broken_one(
     gate = input_batches((20, 21))
     reader = WindowCalibrationReader(input_batches(range(10, 16)), exported)
     good = quantize_onnx(exported, tmp_path / "good.onnx", reader, quant_format=quant_format)
-    session = open_session("onnxruntime", good.export, threads=1, batch_size=4)
+    session = open_graph("onnxruntime", good.export, threads=1, batch_size=4)
     max_err, rel = verify_session_relative(session, pruned_tiny, gate, tolerance=0.1)
     assert 0 < rel < 0.1 and max_err > 0  # INT8 is never exact, but close
     # calibrated on inputs 1000x too small: every activation saturates, the output is wrong
     broken = quantize_onnx(exported, tmp_path / "broken.onnx",
                            WindowCalibrationReader(input_batches(range(10, 16), scale=1e-3), exported),
                            quant_format=quant_format)
-    session = open_session("onnxruntime", broken.export, threads=1, batch_size=4)
+    session = open_graph("onnxruntime", broken.export, threads=1, batch_size=4)
     with pytest.raises(CellError, match="relative error") as info:
         verify_session_relative(session, pruned_tiny, gate, tolerance=0.1)
     assert info.value.columns["rel_err_vs_torch"] > 0.1
-    with pytest.raises(RuntimeUnavailable, match="cannot run an INT8"):
-        open_session("torch-eager", good.export, threads=1, batch_size=4)
 
 
 def test_size_accounting_on_a_hand_built_graph(tmp_path):

@@ -9,20 +9,13 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
-from runtime_toys import input_batches, make_inputs, prune_linears
+from runtime_toys import input_batches, make_inputs, open_graph, prune_linears
 
 from sparse_runtime.export import export_onnx
-from sparse_runtime.quantize import (
-    DEFAULT_FORMAT,
-    WEIGHT_ENCODINGS,
-    LinearQParams,
-    WindowCalibrationReader,
-    activation_qparams,
-    model_sizes,
-    open_session,
-    quantize_onnx,
-    weight_zeros,
-)
+from sparse_runtime.int8.graph import DEFAULT_FORMAT
+from sparse_runtime.int8.qparams import activation_qparams
+from sparse_runtime.quantize import WEIGHT_ENCODINGS, LinearQParams, WindowCalibrationReader, quantize_onnx
+from sparse_runtime.sizes import model_sizes, weight_zeros
 from tsbench_core.cpu import cpu_facts
 from tsbench_core.protocols import availability_of, int8_plan_of
 from tsbench_core.verify import verify_session_relative
@@ -111,7 +104,7 @@ def test_a_bias_too_large_for_the_accumulator_is_added_in_float(registry, tmp_pa
     proto = onnx.load(str(result.path))
     floats = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == TensorProto.FLOAT}
     assert any(a.shape == (24,) and a[0] == np.float32(1e9) for a in floats.values())
-    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    session = open_graph("onnxruntime", result.export, threads=1, batch_size=4)
     try:
         out = session.run(list(input_batches((9,))[0]))
     finally:
@@ -149,7 +142,7 @@ def test_each_format_passes_the_gate_on_both_runtimes(registry, pruned, tmp_path
                                WindowCalibrationReader(input_batches(range(10, 16)), export),
                                quant_format=quant_format, weights=weights)
         assert result.info()["weights_encoding"] == weights
-        session = open_session(runtime, result.export, threads=1, batch_size=4)
+        session = open_graph(runtime, result.export, threads=1, batch_size=4)
         try:
             _, rel = verify_session_relative(session, pruned, gate, tolerance=0.1)
             assert 0 < rel < 0.1
@@ -176,7 +169,7 @@ def test_onnxruntime_computes_each_weight_encoding_exactly(registry, pruned, tmp
     result = quantize_onnx(export, tmp_path / "q.onnx", WindowCalibrationReader(input_batches(range(10, 16)), export),
                            quant_format=quant_format, weights=weights)
     gate = input_batches((20, 21))
-    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    session = open_graph("onnxruntime", result.export, threads=1, batch_size=4)
     try:
         _, rel = verify_session_relative(session, pruned, gate, tolerance=0.1)
         assert 0 < rel < 0.1
@@ -256,7 +249,7 @@ def test_gemm_with_bias_per_channel_and_symmetric_activations(registry, tmp_path
             chosen = result if weights == "int8" else quantize_onnx(
                 export, tmp_path / f"q{per_channel}{symmetric}{weights}.onnx", reader, per_channel=per_channel,
                 symmetric_activations=symmetric, weights=weights)
-            session = open_session(runtime, chosen.export, threads=1, batch_size=4)
+            session = open_graph(runtime, chosen.export, threads=1, batch_size=4)
             try:
                 _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
                 assert rel < 0.1
@@ -333,7 +326,7 @@ def test_a_four_d_product_is_viewed_as_three_d_and_passes_the_gate(registry, tmp
         chosen = result if weights == "int8" else quantize_onnx(
             export, tmp_path / f"q.{weights}.onnx", WindowCalibrationReader(input_batches(range(4)), export),
             weights=weights)
-        session = open_session(runtime, chosen.export, threads=1, batch_size=4)
+        session = open_graph(runtime, chosen.export, threads=1, batch_size=4)
         try:
             _, rel = verify_session_relative(session, model, gate, tolerance=0.1)
             assert 0 < rel < 0.1
@@ -366,7 +359,7 @@ def test_a_deepsparse_abort_in_the_subprocess_probe_fails_the_int8_session(regis
     monkeypatch.setattr(ds_module, "diagnose_fallbacks", aborting)
     monkeypatch.setattr(deepsparse, "compile_model", lambda *a, **k: pytest.fail("compiled in-process"))
     with pytest.raises(CellError, match="Assertion at x.hpp:43"):
-        open_session("deepsparse", result.export, threads=1, batch_size=4)
+        open_graph("deepsparse", result.export, threads=1, batch_size=4)
     assert seen["inputs"] == [tuple(s) for s in result.export.input_shapes]
 
 
@@ -400,7 +393,7 @@ def test_per_channel_uint8_weights_are_exact_on_onnxruntime(pruned, tmp_path, qu
     zero_points = [numpy_helper.to_array(t) for t in proto.graph.initializer
                    if t.data_type == TensorProto.UINT8 and t.name.endswith(("zero_point", "_zero_point"))]
     assert zero_points and any(z.ndim == 1 and np.all(z == 128) for z in zero_points) == (quant_format == "qdq")
-    session = open_session("onnxruntime", result.export, threads=1, batch_size=4)
+    session = open_graph("onnxruntime", result.export, threads=1, batch_size=4)
     try:
         for batch in input_batches((20, 21)):
             np.testing.assert_allclose(session.run(list(batch)), _exact(result.path, export, batch), atol=1e-5)

@@ -25,7 +25,6 @@ def _spec(**quantize):
 
 
 @pytest.mark.parametrize(("quantize", "where", "message"), [
-    ({"method": "dynamic-int8"}, "pruning[1].quantize.method", "static-int8"),
     ({"calibration_batches": 0}, "pruning[1].quantize.calibration_batches", "greater than 0"),
     ({"keep_float": [""]}, "pruning[1].quantize.keep_float", "empty"),
     ({"keep_float": ["op:"]}, "pruning[1].quantize.keep_float", "op type"),

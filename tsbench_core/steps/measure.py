@@ -1,10 +1,10 @@
 """The measure step, shared by `tsbench run` and the pytest plugin: prepare → gate → time → row.
 
 ``prepare_fp32`` prepares a session and gates it against torch eager; ``prepare_int8`` is the INT8 variant
-(export fp32, quantize with calibration on training windows, gate with a relative tolerance, measure test
-accuracy through the runtime). Both return a ``Prepared`` session; ``time_prepared`` times it with the timing
-protocol of record (``timing.py``), interleaved with its dense reference when one is given, and
-``Prepared.finish`` closes it and gives the rest of the row (sizes, peak memory, runtime info).
+(the cell's quantizer plugin writes the INT8 graph, calibrated on training windows; the runtime opens it; gate with
+a relative tolerance, measure test accuracy through the runtime). Both return a ``Prepared`` session;
+``time_prepared`` times it with the timing protocol of record (``timing.py``), interleaved with its dense reference
+when one is given, and ``Prepared.finish`` closes it and gives the rest of the row (sizes, peak memory, runtime info).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +29,11 @@ from tsbench_core.protocols import (
     GraphFootprint,
     Int8Plan,
     OnnxGraphRuntime,
+    QuantizeJob,
+    QuantizerPlugin,
     RuntimeSession,
     availability_of,
+    export_opset_of,
     int8_plan_of,
 )
 from tsbench_core.spec import QuantizeConfig, TimingConfig
@@ -38,8 +41,6 @@ from tsbench_core.steps.forecast_metrics import ForecastErrors
 from tsbench_core.timing import TimingResult, time_sessions_interleaved
 from tsbench_core.verify import verify_session, verify_session_relative
 
-if TYPE_CHECKING:
-    from sparse_runtime.qat import QatResult
 
 def static_batches(split: WindowedSplit, batch_size: int, count: int, offset: int = 0) -> list[tuple[np.ndarray, ...]]:
     """``count`` real batches of exactly ``batch_size`` windows, spread over the split from window ``offset``
@@ -214,20 +215,17 @@ def prepare_int8(
     quantize: QuantizeConfig,
     workdir: Path,
     *,
+    quantizer: QuantizerPlugin,
     max_eval_windows: int | None = None,
-    qat: QatResult | None = None,
+    fine_tuned: Any = None,
     calibration_seed: int = 0,
 ) -> Prepared:
-    """Quantize ``model`` to INT8 (calibrated on training windows from the seed's offset), gate it against
-    torch-eager fp32 with the relative tolerance, and measure test accuracy through ``runtime``; sizes and peak
-    memory come with ``finish``.
+    """Quantize ``model`` to INT8 with ``quantizer`` (calibrated on training windows from the seed's offset),
+    gate it against torch-eager fp32 with the relative tolerance, and measure test accuracy through ``runtime``
+    (an ``OnnxGraphRuntime``); sizes and peak memory come with ``finish``.
 
-    ``method: sparseml-qat`` needs ``qat``, the result of the QAT step (``pipeline.qat_artifact``): its fine-tuned
-    float model is exported, written with the learned scales and gated against instead of ``model`` (it is the
-    model the INT8 graph approximates)."""
-    from sparse_runtime.export import export_onnx
-    from sparse_runtime.quantize import WindowCalibrationReader, model_sizes, quantize_onnx
-
+    A ``FineTuningQuantizer`` (``sparseml-qat``) needs ``fine_tuned``, the result of its step
+    (``pipeline.fine_tuned_artifact``); the graph is gated against the model the quantizer says it approximates."""
     if not isinstance(runtime, OnnxGraphRuntime):
         raise RuntimeUnavailable(f"runtime {runtime.name!r} cannot run an INT8 ONNX graph; quantized cells run on "
                                  f"runtimes that open a given ONNX graph (onnxruntime, deepsparse, openvino)")
@@ -236,41 +234,30 @@ def prepare_int8(
     threads = _threads(timing)
     model = model.cpu().eval()
     workdir = Path(workdir)
-    qparams, qat_info = None, None
-    if quantize.method == "sparseml-qat":
-        if qat is None:
-            raise CellError("sparseml-qat needs the result of the QAT fine-tuning step")
-        model, qparams = qat.model.cpu().eval(), qat.qparams
-        qat_info = {k: v for k, v in qat.info.items() if k != "recipe_text"}
     gate_batches = static_batches(splits.test, batch_size, timing.verify_batches)
-    example = tuple(torch.from_numpy(a) for a in gate_batches[0])
-    opset = getattr(runtime_params, "opset", None)
     started = time.perf_counter()
-    export = export_onnx(model, example, workdir / "model.fp32.onnx", **({"opset": opset} if opset else {}))
     calibration = static_batches(splits.train, batch_size, quantize.calibration_batches,
                                  offset=seed_offset(calibration_seed, len(splits.train)))
-    reader = WindowCalibrationReader(calibration, export)
-    quantized = quantize_onnx(export, workdir / "model.int8.onnx", reader, keep_float=quantize.keep_float,
-                              per_channel=quantize.per_channel,
-                              symmetric_activations=quantize.symmetric_activations, quant_format=quantize.format,
-                              qparams=qparams, weights=plan.weights, weights_reason=plan.reason)
-    session = runtime.open_graph(quantized.export, runtime_params, threads=threads, batch_size=batch_size)
+    job = QuantizeJob(model=model, example_inputs=tuple(torch.from_numpy(a) for a in gate_batches[0]),
+                      calibration=calibration, plan=plan, workdir=workdir, opset=export_opset_of(runtime_params),
+                      fine_tuned=fine_tuned)
+    quantized = quantizer.quantize(quantize, job)
+    session = runtime.open_graph(quantized.graph, runtime_params, threads=threads, batch_size=batch_size)
     prepare_s = time.perf_counter() - started
     try:
-        max_err, rel_err = verify_session_relative(session, model, gate_batches, tolerance=quantize.tolerance)
+        max_err, rel_err = verify_session_relative(session, quantized.reference, gate_batches,
+                                                   tolerance=quantize.tolerance)
         metrics = evaluate_session(session, splits, batch_size, max_windows=max_eval_windows)
     except BaseException:
         session.close()
         raise
 
     def footprint() -> dict[str, Any]:
-        sizes = model_sizes(quantized.path)
-        fp32_sizes = model_sizes(export.path)
+        sizes = quantized.sizes()
         memory = graph_footprint(runtime, workdir, gate_batches[0], threads=threads, batch_size=batch_size,
                                  graph=quantized.path)
-        info = {"quantize": quantized.info() | ({"method": "sparseml-qat", "qat": qat_info} if qat_info else {}),
-                "fp32_model_bytes": fp32_sizes["model_bytes"],
-                "fp32_model_bytes_compressed": fp32_sizes["model_bytes_compressed"], **memory.get("info", {})}
+        info = {"quantize": quantized.info, "fp32_model_bytes": sizes["fp32_model_bytes"],
+                "fp32_model_bytes_compressed": sizes["fp32_model_bytes_compressed"], **memory.get("info", {})}
         return {"model_bytes": sizes["model_bytes"], "model_bytes_compressed": sizes["model_bytes_compressed"],
                 "peak_rss_mb": memory.get("peak_rss_mb"), "info": info}
 
