@@ -11,7 +11,7 @@ from sparse_runtime.eager import EagerSession, TorchEagerRuntime
 from tsbench_core.bench import bench, render_rows
 from tsbench_core.errors import UserError
 from tsbench_core.hookspecs import hookimpl
-from tsbench_core.registry import load_plugins
+from tsbench_core.registry import BUILTIN_PLUGINS, load_plugins
 
 SMALL = dict(seq_len=24, label_len=12, pred_len=8, enc_in=3, warmup=1, repeats=3, threads=1)
 
@@ -39,8 +39,7 @@ class _Extra:
 
 @pytest.fixture(scope="module")
 def registry():
-    return load_plugins(builtins=("plugins.datasets", "plugins.models", "plugins.pruners", "sparse_runtime.plugin"),
-                        extra=(_Extra(),))
+    return load_plugins(builtins=BUILTIN_PLUGINS, extra=(_Extra(),))
 
 
 def test_bench_rows_per_runtime(registry) -> None:

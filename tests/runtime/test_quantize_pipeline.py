@@ -255,3 +255,44 @@ def test_report_shows_int8_beside_its_fp32_twin():
     assert size_tradeoff(section) is not None
     plain = Section("s", "d", 8, 16, [dense, fp32])
     assert int8_table(plain) is None and size_tradeoff(plain) is None
+
+
+def test_the_measure_step_runs_the_quantizer_the_method_names(registry, tmp_path):
+    """A third-party quantizer (registered like any plugin) is what an INT8 cell runs; it gets the runtime params'
+    opset and the runtime's INT8 plan, and its graph is what the runtime opens and the row records."""
+    from tsbench_core.hookspecs import hookimpl
+    from tsbench_core.registry import load_plugins
+    from tsbench_core.runner import run
+
+    builtin = registry.quantizers["static-int8"]
+    jobs = []
+
+    class Recording:
+        name, description, params_model = "recording", "static-int8, recorded", builtin.params_model
+
+        def quantize(self, config, job):
+            jobs.append(job)
+            graph = builtin.quantize(config, job)
+            graph.info["recorded"] = True
+            return graph
+
+    class Plugin:
+        @hookimpl
+        def tsbench_register_quantizers(self, register) -> None:
+            register(Recording())
+
+    extended = load_plugins(extra=(Plugin(),))
+    spec_dict = tiny_spec(name="recording", runtimes=[{"plugin": "onnxruntime", "params": {"opset": 13}}])
+    spec_dict["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5], "quantize": {
+        "method": "recording", "calibration_batches": 2, "tolerance": 0.5}}]
+    spec = parse_spec(json.dumps(spec_dict), "s.json")
+    validate_against(spec, extended, "s.json")
+    with Store(tmp_path / "r.db") as store:
+        run(spec, store, registry=extended)
+        rows = [r for r in store.rows("recording") if r["quantize"] == "recording"]
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    assert all(r["runtime_info"]["quantize"]["recorded"] for r in rows)
+    assert all(r["runtime_info"]["opset"] == 13 for r in rows)  # the INT8 graph's export used the runtime's opset
+    assert [job.opset for job in jobs] == [13, 13] and all(len(job.calibration) == 2 for job in jobs)
+    plan = int8_plan_of(registry.get("runtime", "onnxruntime"), cpu_facts(), "matmulinteger")
+    assert {job.plan for job in jobs} == {plan}
