@@ -263,6 +263,7 @@ class DeepSparseRuntime:
     params_model: type[BaseModel] = DeepSparseParams
     device = "cpu"
     int8_format = "matmulinteger"  # its INT8 kernels take constant int8 weights (the QDQ weights are dequantized)
+    graph_libraries = ("deepsparse",)  # imported before a peak-memory baseline (``memory.py``)
 
     def __init__(self) -> None:
         # probes that passed in this process: (sha256 of the ONNX bytes, batch size, cores) -> the probe's result

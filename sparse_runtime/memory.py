@@ -1,7 +1,8 @@
 """Peak resident memory of running an ONNX graph on a runtime plugin, measured in a fresh child process.
 
 The child opens the graph through the runtime plugin's own ``open_graph`` (the session a cell times), found by the
-plugin's module and name, so nothing here knows which runtimes exist.
+plugin's module and name, so nothing here knows which runtimes exist. The libraries the plugin names in
+``graph_libraries`` are imported before the baseline is read: their code is not the session's memory.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def status(key):
 module, name, path, npz, threads, batch_size, calls = sys.argv[1:8]
 from sparse_runtime.footprint import feeding
 runtime = next(p for p in importlib.import_module(module).PLUGINS if p.name == name)
+for library in runtime.graph_libraries:
+    importlib.import_module(library)
 graph = feeding(Path(path))
 arrays = np.load(npz)
 inputs = [np.ascontiguousarray(arrays[k]) for k in sorted(arrays.files, key=lambda k: int(k.split("_")[1]))]
@@ -53,10 +56,11 @@ print("TSBENCH_MEMORY " + json.dumps({"baseline_kb": baseline, "loaded_kb": load
 def peak_rss(runtime: Any, path: Path, inputs: Sequence[np.ndarray], *, threads: int, batch_size: int,
              calls: int = 3, timeout: float = 900.0) -> dict[str, Any]:
     """Peak resident memory of opening the graph ``path`` with ``runtime.open_graph`` (a runtime plugin object
-    listed in its module's ``PLUGINS``; default params) and running it ``calls`` times on ``inputs`` (the model's
-    forward arguments), in a fresh child process: VmHWM at the end minus VmRSS just before the session is created
-    (after the runtime is imported and the inputs are loaded; the peak is reset there through
-    ``/proc/self/clear_refs`` where the kernel allows it). ``peak_rss_mb`` is that difference in MiB."""
+    listed in its module's ``PLUGINS``, with ``graph_libraries``, the modules imported first; default params) and
+    running it ``calls`` times on ``inputs`` (the model's forward arguments), in a fresh child process: VmHWM at
+    the end minus VmRSS just before the session is created (after the runtime is imported and the inputs are
+    loaded; the peak is reset there through ``/proc/self/clear_refs`` where the kernel allows it). ``peak_rss_mb``
+    is that difference in MiB."""
     path = Path(path)
     npz = path.with_suffix(".memory.npz")
     np.savez(npz, **{f"input_{i}": a for i, a in enumerate(inputs)})

@@ -47,6 +47,7 @@ class OnnxRuntimeRuntime:
     params_model: type[BaseModel] = OrtParams
     device = "cpu"
     int8_format = "matmulinteger"  # for `tsbench bench --quantize` (both formats run integer kernels here)
+    graph_libraries = ("onnxruntime",)  # imported before a peak-memory baseline (``memory.py``)
 
     def availability(self) -> Availability:
         if importlib.util.find_spec("onnxruntime") is None:

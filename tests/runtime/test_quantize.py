@@ -170,3 +170,21 @@ def test_int8_tensors_are_stored_raw_so_file_size_is_honest(exported, tmp_path, 
     int8 = [t for t in proto.graph.initializer if t.data_type == TensorProto.INT8]
     assert int8 and all(t.HasField("raw_data") and not t.int32_data for t in int8)
     assert model_sizes(result.path)["tensor_bytes"] < model_sizes(exported.path)["tensor_bytes"]
+
+
+def test_peak_memory_counts_the_session_not_the_runtime_library(exported, tmp_path, monkeypatch):
+    """The probe opens the graph through the plugin's ``open_graph`` in a child process, after importing the
+    plugin's ``graph_libraries``: a fake whose library holds 96 MiB and whose session holds 32 MiB measures ~32."""
+    import os
+    from pathlib import Path
+
+    from sparse_runtime.memory import peak_rss
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    from memory_fakes.runtime import PLUGINS
+
+    probe = peak_rss(PLUGINS[0], exported.path, [a.numpy() for a in make_inputs()], threads=1, batch_size=4)
+    assert "error" not in probe, probe
+    if probe["peak_reset"]:
+        assert 31 < probe["peak_rss_mb"] < 48, probe
+    assert probe["process_peak_mb"] > 96 + 32

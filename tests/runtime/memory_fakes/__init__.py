@@ -1,0 +1,1 @@
+"""A fake runtime for the peak-memory probe (``sparse_runtime/memory.py``), importable in its child process."""
