@@ -1,4 +1,5 @@
-"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report | merge | new-plugin.
+"""The ``tsbench`` command line: run | validate | schema | plugins | results | bench | report | dump | merge |
+new-plugin.
 
 Each subcommand lives in ``tsbench_core/commands/`` with its options (see that package's docstring for how to
 add one). User mistakes (bad spec, unknown plugin, missing data, a bad option) print one clear message per problem

@@ -1,5 +1,8 @@
 """``tsbench merge A.db B.db … --into ALL.db``: rows and runs of other stores joined into one store.
 
+A source is a store (SQLite) or a ``tsbench dump`` file (``dump.py``, told apart by their first bytes); both read
+as the same rows and runs, so everything below holds for either.
+
 Idempotent: a row already there with the same content is left alone, so merging a store twice adds nothing. The
 same cell key with different content is a conflict: the merge then writes nothing and reports every conflict
 (two stores that timed the same cell separately conflict, since their latencies differ). An ok row replaces a
@@ -15,16 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tsbench_core.dump import read_dump
 from tsbench_core.errors import UserError
 from tsbench_core.store import COLUMN_NAMES, STATUS_OK, Store
+from tsbench_core.stored_tables import raw_rows, raw_runs
 
 # filled in by the store from other rows, so not part of a row's content
 DERIVED_COLUMNS = ("speedup_vs_dense",)
 # identity metadata a newer tsbench records and rows stored before the column existed lack (the cell key already
 # fixes it): NULL on one side matches any value on the other
 LATE_COLUMNS = ("seed", "fine_tune", "variant", "train_key", "prune_key")
-RUN_COLUMNS = ("run_id", "spec_name", "spec_hash", "started_at", "finished_at", "cells_total", "cells_cached",
-               "cells_failed", "environment")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -70,11 +74,11 @@ def merge_stores(sources: Sequence[str | Path], into: str | Path) -> MergeResult
     for source in sources:
         if Path(source).resolve() == into.resolve():
             raise UserError(f"merge: {source} is the target store itself; --into must be another file")
-    loaded = [(Path(s), *_read_store(Path(s))) for s in sources]
+    loaded = [(Path(s), *_read_source(Path(s))) for s in sources]
     result = MergeResult(into)
     with Store(into) as target:
-        merged: dict[str, dict[str, Any]] = {r["cell_key"]: r for r in _raw_rows(target.path)}
-        runs: dict[str, dict[str, Any]] = {r["run_id"]: r for r in _raw_runs(target.path)}
+        merged: dict[str, dict[str, Any]] = {r["cell_key"]: r for r in raw_rows(target.path)}
+        runs: dict[str, dict[str, Any]] = {r["run_id"]: r for r in raw_runs(target.path)}
         to_write: dict[str, dict[str, Any]] = {}
         runs_to_write: dict[str, dict[str, Any]] = {}
         for source, rows, source_runs in loaded:
@@ -138,39 +142,18 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _read_store(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _read_source(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and runs of a store (an SQLite file) or of a ``tsbench dump`` file (JSON lines), as stored."""
     if not path.is_file():
-        raise UserError(f"merge: {path}: no such store")
+        raise UserError(f"merge: {path}: no such store or dump file")
+    with path.open("rb") as handle:
+        head = handle.read(len(SQLITE_MAGIC))
+    if head.lstrip().startswith(b"{"):
+        return read_dump(path)
+    if head != SQLITE_MAGIC:
+        raise UserError(f"merge: {path}: not a tsbench results store (an SQLite file) nor a `tsbench dump` file "
+                        "(JSON lines)")
     try:
-        return _raw_rows(path), _raw_runs(path)
+        return raw_rows(path), raw_runs(path)
     except sqlite3.DatabaseError as exc:
         raise UserError(f"merge: {path}: not a tsbench results store ({exc})") from None
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _raw_rows(path: Path) -> list[dict[str, Any]]:
-    """Every cells row as stored (JSON columns as text), with the columns an older store lacks as ``None``."""
-    conn = _connect_read_only(path)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "cells" not in tables:
-            raise sqlite3.DatabaseError("it has no cells table")
-        return [{name: dict(r).get(name) for name in COLUMN_NAMES} for r in conn.execute("SELECT * FROM cells")]
-    finally:
-        conn.close()
-
-
-def _raw_runs(path: Path) -> list[dict[str, Any]]:
-    conn = _connect_read_only(path)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "runs" not in tables:
-            return []
-        return [{name: dict(r).get(name) for name in RUN_COLUMNS} for r in conn.execute("SELECT * FROM runs")]
-    finally:
-        conn.close()

@@ -308,8 +308,10 @@ class Store:
         if spec_name is not None:
             query += " WHERE spec_name = ?"
             args = (spec_name,)
+        # cell_key last: rows that tie on the rest (fine-tuning, variant, quantize) come in one order whatever
+        # order they were stored in, so a store rebuilt by `tsbench merge` lists them as the original does
         query += (" ORDER BY spec_name, dataset, pred_len, model, pruner, target_sparsity, runtime, batch_size, "
-                  "seed")
+                  "seed, cell_key")
         return [_decode(r) for r in self._conn.execute(query, args)]
 
     def spec_names(self) -> list[str]:

@@ -20,6 +20,6 @@ only the invoked command's parser is configured). Raise ``UserError`` for a user
 
 from __future__ import annotations
 
-from tsbench_core.commands import bench, merge, new_plugin, plugins, report, results, run, schema, validate
+from tsbench_core.commands import bench, dump, merge, new_plugin, plugins, report, results, run, schema, validate
 
-COMMANDS = (run, validate, schema, plugins, results, bench, report, merge, new_plugin)
+COMMANDS = (run, validate, schema, plugins, results, bench, report, dump, merge, new_plugin)

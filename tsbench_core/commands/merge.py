@@ -1,4 +1,4 @@
-"""``tsbench merge``: join the rows and runs of other stores into one store (see ``tsbench_core/merge.py``)."""
+"""``tsbench merge``: join the rows and runs of other stores or dumps into one store (see ``tsbench_core/merge.py``)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import argparse
 from tsbench_core.commands.common import EXIT_OK, console, print_json, styled
 
 NAME = "merge"
-SUMMARY = "merge results stores into one (idempotent; conflicting cells are reported, nothing overwritten)"
+SUMMARY = "merge stores or dumps into one store (idempotent; conflicting cells are reported, nothing overwritten)"
 EXAMPLES = (
     "tsbench merge node1/results.db node2/results.db --into all/results.db",
     "tsbench merge day2.db --into all.db            # again later: rows already there are skipped",
+    "tsbench merge docs/study/chunks/*.jsonl --into all.db   # a store rebuilt from committed dumps",
 )
 EXIT_CONFLICTS = 1
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("stores", nargs="+", metavar="STORE", help="results stores to merge (opened read-only)")
+    parser.add_argument("stores", nargs="+", metavar="SOURCE",
+                        help="results stores (SQLite, opened read-only) or `tsbench dump` files (JSON lines) to merge")
     parser.add_argument("--into", required=True, metavar="FILE",
                         help="the store to merge into (created if missing); with conflicts nothing is written")
     parser.add_argument("--json", action="store_true", help="print the counts and conflicts as one JSON object")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure as MplFigure
 
+from tsbench_core.files import write_text_atomic
 from tsbench_core.report.benchjson import BenchEntry, benchmark_table, load_benchmark_json
 from tsbench_core.report.data import ReportData, latest_environment, load_report_data
 from tsbench_core.report.document import Block, Bullets, Figure, Heading, Text, run_summary
-from tsbench_core.report.files import write_text_atomic
 from tsbench_core.report.html import render_html
 from tsbench_core.report.markdown import render_markdown
 from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure

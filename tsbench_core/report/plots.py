@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from tsbench_core.cells import DENSE
+from tsbench_core.files import write_atomic
 from tsbench_core.report.benchjson import BenchEntry
 from tsbench_core.report.data import (
     Row,
@@ -29,7 +30,6 @@ from tsbench_core.report.data import (
     pruner_label,
     sparsity_of,
 )
-from tsbench_core.report.files import write_atomic
 from tsbench_core.seed_groups import SeedGroup, group_over_seeds, is_dense_reference
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

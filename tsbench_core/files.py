@@ -1,4 +1,4 @@
-"""Atomic file writes for the report: a temporary file in the target folder, then ``os.replace``."""
+"""Atomic file writes (report files, dumps): a temporary file in the target folder, then ``os.replace``."""
 
 from __future__ import annotations
 
