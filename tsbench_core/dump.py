@@ -94,8 +94,10 @@ def dump_text(store: Path, spec_names: Collection[str] | None = None) -> str:
 
 def write_dump(store: Path, out: Path, spec_names: Collection[str] | None = None) -> Path:
     """Write the dump of ``store`` to ``out`` atomically (its folder created); returns ``out``."""
-    text = dump_text(store, spec_names)
     out = Path(out)
+    if out.resolve() == Path(store).resolve():
+        raise UserError(f"dump: --out {out} is the store itself; write the dump to another file")
+    text = dump_text(store, spec_names)
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomic(out, text)
 

@@ -201,6 +201,9 @@ def test_dump_selects_specs_and_refuses_bad_stores(report_store: Path, tmp_path:
     assert code == 2 and "nope" in err and "stored specs: report-tiny, second" in err
     code, _, err = cli(capsys, "dump", "--store", str(tmp_path / "missing.db"))
     assert code == 2 and "missing.db" in err
+    before = digest(other)
+    code, _, err = cli(capsys, "dump", "--store", str(other), "--out", str(other))
+    assert code == 2 and "is the store itself" in err and digest(other) == before
     with sqlite3.connect(other) as conn:
         conn.execute("ALTER TABLE cells ADD COLUMN from_the_future REAL")
     code, _, err = cli(capsys, "dump", "--store", str(other), "--out", str(tmp_path / "x.jsonl"))
