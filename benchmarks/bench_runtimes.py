@@ -21,10 +21,10 @@ import torch
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
 from tsbench_core.accounting import count_macs  # noqa: E402
-from tsbench_core.bench import _prune_context  # noqa: E402
 from tsbench_core.data import DataShape, example_inputs  # noqa: E402
 from tsbench_core.protocols import availability_of, time_encoding_of  # noqa: E402
 from tsbench_core.registry import load_plugins  # noqa: E402
+from tsbench_core.steps.prune import synthetic_prune_context  # noqa: E402
 from tsbench_core.verify import verify_session  # noqa: E402
 
 MODELS = [m for m in os.environ.get("TSBENCH_BENCH_MODELS", "transformer").split(",") if m]
@@ -58,7 +58,7 @@ def _model(name: str, variant: str) -> torch.nn.Module:
             _models[key] = dense
         else:
             pruner = REGISTRY.get("pruner", pruner_name)
-            context = _prune_context(name, SHAPE, time_encoding_of(params), _WORKDIR, pruner_name)
+            context = synthetic_prune_context(name, SHAPE, time_encoding_of(params), _WORKDIR, pruner_name)
             result = pruner.prune(copy.deepcopy(dense), sparsity, pruner.params_model(), context)
             _models[key] = result.model.eval()
     return _models[key]

@@ -19,13 +19,13 @@ from torch import nn
 from sparse_runtime import deepsparse_rt, ffn_padding
 from sparse_runtime.common import deploy_copy
 from sparse_runtime.export import export_onnx
-from tsbench_core.bench import _prune_context
 from tsbench_core.cpu import CpuFacts
 from tsbench_core.data import DataShape, example_inputs
 from tsbench_core.errors import CellError
 from tsbench_core.hardware_rules import HardwareRules
 from tsbench_core.protocols import Availability, time_encoding_of
 from tsbench_core.registry import load_plugins
+from tsbench_core.steps.prune import synthetic_prune_context
 
 REGISTRY = load_plugins()
 SMALL = DataShape(3, 3, 3, 24, 12, 8)
@@ -163,7 +163,7 @@ def test_structured_pruned_model_pads_exactly(name: str, monkeypatch, tmp_path) 
     model, encoding = _tiny(name)
     pruner = REGISTRY.get("pruner", "structured")
     pruned = pruner.prune(copy.deepcopy(model), 0.5, pruner.params_model(),
-                          _prune_context(name, SMALL, encoding, tmp_path, "structured")).model.eval()
+                          synthetic_prune_context(name, SMALL, encoding, tmp_path, "structured")).model.eval()
     inputs = example_inputs(SMALL, 2, encoding, seed=0)
     pairs = ffn_padding.find_feed_forward_pairs(deploy_copy(pruned)[0], inputs)
     assert pairs and any(p.width < 32 for p in pairs)  # pruned widths, not the dense 32

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from tsbench_core.data import Batch, DatasetSplits, example_inputs, seed_offset
-from tsbench_core.errors import CellError
+from tsbench_core.data import Batch, DatasetSplits, DataShape, example_inputs, seed_offset
+from tsbench_core.errors import CellError, UserError
 from tsbench_core.progress import Progress
 from tsbench_core.protocols import PruneContext, PruneResult, time_encoding_of
 from tsbench_core.spec import FineTuneConfig, TrainingConfig
@@ -69,3 +70,21 @@ def prune_and_fine_tune(
         outcome = context.train(result.model, epochs=fine_tune.epochs, lr=fine_tune.lr,
                                 max_train_batches=fine_tune.max_train_batches, masks=result.masks)
     return result, outcome
+
+
+def synthetic_prune_context(model_name: str, shape: DataShape, encoding: str, workdir: Path | None = None,
+                            pruner: str = "this pruner") -> PruneContext:
+    """A context without data or training, for pruning a model outside a run (tests, ``benchmarks/``): random
+    calibration batches, and a ``train`` that refuses (a pruner that prunes while training needs a spec)."""
+
+    def calibration_batches() -> Iterable[Batch]:
+        for seed in range(100, 102):
+            inputs = example_inputs(shape, 8, encoding, seed=seed)  # type: ignore[arg-type]
+            yield Batch(*inputs, y=torch.zeros(8, shape.pred_len, shape.c_out))
+
+    def train(model: nn.Module, **_: Any) -> dict[str, Any]:
+        raise UserError(f"pruner {pruner}: it prunes while training, which needs data and a training loop; run it "
+                        "through a spec with `tsbench run`")
+
+    return PruneContext(model_name, example_inputs(shape, 2, encoding), calibration_batches,  # type: ignore[arg-type]
+                        mse_loss, train, seed=0, workdir=workdir)
