@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from torch import nn
 
 from tsbench_core.errors import CellError
 from tsbench_core.hookspecs import hookimpl
 from tsbench_core.protocols import QuantizedGraph, QuantizeJob, TrainFn
+from tsbench_core.spec import QAT_FIELDS as FINE_TUNING_FIELDS
 from tsbench_core.spec import QuantizeConfig
 
 FP32_GRAPH = "model.fp32.onnx"
@@ -50,12 +51,37 @@ def _write_int8(model: nn.Module, config: QuantizeConfig, job: QuantizeJob, *, q
                           info=result.info() | (extra_info or {}), sizes=sizes)
 
 
+class StaticInt8Config(QuantizeConfig):
+    """``static-int8``'s quantize config: the fine-tuning fields are not its."""
+
+    @model_validator(mode="after")
+    def _no_fine_tuning_fields(self) -> StaticInt8Config:
+        given = [name for name in FINE_TUNING_FIELDS if getattr(self, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for method 'sparseml-qat'")
+        return self
+
+
+class SparsemlQatConfig(QuantizeConfig):
+    """``sparseml-qat``'s quantize config: the MatMulInteger format, 2 epochs at lr 1e-5 unless given."""
+
+    @model_validator(mode="after")
+    def _qat_defaults(self) -> SparsemlQatConfig:
+        if self.format != "matmulinteger":
+            raise ValueError("sparseml-qat writes its learned scales in the matmulinteger format only")
+        if self.epochs is None:
+            self.epochs = 2
+        if self.lr is None:
+            self.lr = 1e-5
+        return self
+
+
 class StaticInt8Quantizer:
     """Post-training static INT8: min/max calibration on training windows."""
 
     name = "static-int8"
     description = "post-training static INT8 (MatMulInteger or QDQ), calibrated on training windows"
-    params_model: type[BaseModel] = QuantizeConfig
+    params_model: type[BaseModel] = StaticInt8Config
 
     def quantize(self, config: BaseModel, job: QuantizeJob) -> QuantizedGraph:
         assert isinstance(config, QuantizeConfig)
@@ -70,7 +96,7 @@ class SparsemlQatQuantizer:
 
     name = "sparseml-qat"
     description = "SparseML quantization-aware fine-tuning, then the MatMulInteger INT8 graph with learned scales"
-    params_model: type[BaseModel] = QuantizeConfig
+    params_model: type[BaseModel] = SparsemlQatConfig
 
     def fine_tune_fields(self, config: BaseModel) -> dict[str, Any]:
         assert isinstance(config, QuantizeConfig)

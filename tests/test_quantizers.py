@@ -132,3 +132,27 @@ def test_a_quantizer_without_quantize_is_a_load_error(registry) -> None:
     loaded = load_plugins(extra=(Plugin(),))
     assert "broken" not in loaded.quantizers
     assert any("does not implement QuantizerPlugin: missing quantize" in e.error for e in loaded.load_errors)
+
+
+def test_which_fields_a_method_takes_is_its_quantizers_rule(registry) -> None:
+    from tsbench_core.spec import QuantizeConfig
+
+    class Plugin:
+        @hookimpl
+        def tsbench_register_quantizers(self, register) -> None:
+            register(_Rounding(QuantizeConfig))  # takes every field
+
+    extended = load_plugins(extra=(Plugin(),))
+    for method, problems in (("rounding", []), ("static-int8", ["only for method 'sparseml-qat'"])):
+        spec = tiny_spec(name="q")
+        spec["pruning"].append({"pruner": "magnitude", "sparsities": [0.5],
+                                "quantize": {"method": method, "epochs": 3}})
+        parsed = parse_spec(json.dumps(spec), "s.json")
+        if not problems:
+            validate_against(parsed, extended, "s.json")
+            assert {c.quantize.epochs for c in expand(parsed, extended) if c.quantize is not None} == {3}
+            continue
+        with pytest.raises(SpecProblems) as info:
+            validate_against(parsed, extended, "s.json")
+        assert len(info.value.problems) == 1 and info.value.problems[0].startswith("pruning[1].quantize: ")
+        assert problems[0] in info.value.problems[0]

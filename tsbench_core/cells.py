@@ -57,6 +57,14 @@ def _params(registry: Registry, kind: str, name: str, params: dict[str, Any]) ->
     return registry.records[kind][name].plugin.params_model.model_validate(params)
 
 
+def _quantize_config(registry: Registry, config: QuantizeConfig | None) -> QuantizeConfig | None:
+    """The quantize config as its quantizer's params model reads it (its defaults filled in); as given when the
+    method names no quantizer (an unvalidated spec)."""
+    if config is None or config.method not in registry.records["quantizer"]:
+        return config
+    return registry.records["quantizer"][config.method].plugin.params_model.model_validate(config.model_dump())
+
+
 def _training_payload(training: TrainingConfig) -> dict[str, Any]:
     """The training config as hashed: ``drop_last`` only when set, so cells keyed before the field existed
     (which kept the last partial batch) keep their keys."""
@@ -220,7 +228,7 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                             mode="json"
                         )
                         cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
-                                          spec.timing, quantize))
+                                          spec.timing, _quantize_config(registry, quantize)))
     return _unique(cells)
 
 

@@ -123,7 +123,7 @@ DEFAULT_KEEP_FLOAT = ("projection", "*.projection", "head", "*.linear_pred", "*.
                       "*dft*")
 
 
-QAT_FIELDS = ("epochs", "lr", "max_train_batches", "recipe")
+QAT_FIELDS = ("epochs", "lr", "max_train_batches", "recipe")  # dumped only when set (fine-tuning quantizers')
 
 
 class QuantizeConfig(StrictModel):
@@ -132,7 +132,9 @@ class QuantizeConfig(StrictModel):
     Built in: ``static-int8``: post-training static quantization, calibrated on training windows. ``sparseml-qat``:
     quantization-aware fine-tuning through a SparseML recipe (pruned zeros held), then the same INT8 graph
     written with the learned scales. ``format``: ``matmulinteger`` (QuantizeLinear → MatMulInteger → Cast → Mul,
-    the form DeepSparse runs fast) or ``qdq`` (ONNX Runtime's QDQ graph).
+    the form DeepSparse runs fast) or ``qdq`` (ONNX Runtime's QDQ graph). The rules between ``method`` and the
+    other fields (which a method takes, its defaults) are the quantizer's: its ``params_model``, a subclass of
+    this model, is checked by ``validate_against`` and gives the config the cells carry (``cells.expand``).
     """
 
     method: str = "static-int8"  # a quantizer plugin (``tsbench plugins``), checked by ``validate_against``
@@ -143,7 +145,7 @@ class QuantizeConfig(StrictModel):
     symmetric_activations: bool = False
     # correctness gate: RMS(int8 - fp32 torch eager) / std(fp32 torch eager) over the gate batches
     tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
-    # sparseml-qat only (null otherwise; defaults filled in for sparseml-qat)
+    # fine-tuning quantizers only (sparseml-qat; null otherwise, defaults filled in by its params model)
     epochs: PositiveInt | None = None  # QAT fine-tuning epochs (default 2)
     lr: Annotated[float, Field(gt=0)] | None = None  # its learning rate (default 1e-5)
     max_train_batches: PositiveInt | None = None  # cap on batches per epoch
@@ -158,21 +160,6 @@ class QuantizeConfig(StrictModel):
             if pattern.startswith("op:") and not pattern[3:].isidentifier():
                 raise ValueError(f"keep_float pattern {pattern!r}: 'op:' must be followed by an ONNX op type")
         return value
-
-    @model_validator(mode="after")
-    def _method_fields(self) -> QuantizeConfig:
-        if self.method == "sparseml-qat":
-            if self.format != "matmulinteger":
-                raise ValueError("sparseml-qat writes its learned scales in the matmulinteger format only")
-            if self.epochs is None:
-                self.epochs = 2
-            if self.lr is None:
-                self.lr = 1e-5
-        else:
-            given = [name for name in QAT_FIELDS if getattr(self, name) is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)}: only for method 'sparseml-qat'")
-        return self
 
     @model_serializer(mode="wrap")
     def _without_unset_qat_fields(self, handler: Any) -> Any:
@@ -424,14 +411,25 @@ def validate_against(spec: Spec, registry: Registry, source: str) -> None:
     for i, entry in enumerate(spec.runtimes):
         check("runtime", entry.plugin, entry.params, f"runtimes[{i}]", "plugin")
     for i, entry in enumerate(spec.pruning):
-        if entry.quantize is not None and entry.quantize.method not in registry.records["quantizer"]:
-            valid = sorted(registry.records["quantizer"])
-            problems.append(f"pruning[{i}].quantize.method: "
-                            f"{unknown_name_message('quantizer', entry.quantize.method, valid)}")
+        if entry.quantize is not None:
+            problems.extend(_quantize_problems(entry.quantize, registry, ("pruning", i, "quantize")))
     problems.extend(_entry_target_problems(spec))
     problems.extend(check_pruners_against_models(spec, registry, source))
     if problems:
         raise SpecProblems(source, problems)
+
+
+def _quantize_problems(config: QuantizeConfig, registry: Registry, where: tuple[Any, ...]) -> list[str]:
+    """``method`` must name a quantizer, and the config must satisfy that quantizer's params model."""
+    quantizers = registry.records["quantizer"]
+    if config.method not in quantizers:
+        return [f"{_json_path((*where, 'method'))}: "
+                f"{unknown_name_message('quantizer', config.method, sorted(quantizers))}"]
+    try:
+        quantizers[config.method].plugin.params_model.model_validate(config.model_dump())
+    except ValidationError as exc:
+        return _pydantic_problems(exc, where)
+    return []
 
 
 def _entry_target_problems(spec: Spec) -> list[str]:

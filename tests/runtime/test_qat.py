@@ -14,11 +14,12 @@ from tsbench_testing import tiny_spec
 
 from sparse_runtime.export import export_onnx
 from sparse_runtime.quantize import WindowCalibrationReader, quantize_onnx
+from tsbench_core.cells import expand
 from tsbench_core.cpu import cpu_facts
 from tsbench_core.data import Windows
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import availability_of, int8_plan_of
-from tsbench_core.spec import QuantizeConfig, SpecProblems, TrainingConfig, parse_spec
+from tsbench_core.spec import SpecProblems, TrainingConfig, parse_spec, validate_against
 from tsbench_core.steps.measure import static_batches
 from tsbench_core.steps.train import train_model
 from tsbench_core.verify import verify_session_relative
@@ -126,19 +127,24 @@ def test_qat_refuses_a_recipe_that_lets_pruned_zeros_move(train, tmp_path):
         qat_finetune(_pruned_tiny(), train, keep_float=[], epochs=1, lr=1e-2, recipe=str(recipe))
 
 
-def test_quantize_config_methods_and_formats(tmp_path):
-    qat = QuantizeConfig(method="sparseml-qat")
+def test_quantize_config_methods_and_formats(registry, tmp_path):
+    qat_config = registry.quantizers["sparseml-qat"].params_model  # the method's rules are its quantizer's
+    qat = qat_config(method="sparseml-qat")
     assert (qat.epochs, qat.lr, qat.format) == (2, 1e-5, "matmulinteger")
-    assert QuantizeConfig().model_dump(mode="json").keys() == {
+    assert registry.quantizers["static-int8"].params_model().model_dump(mode="json").keys() == {
         "method", "format", "calibration_batches", "keep_float", "per_channel", "symmetric_activations",
         "tolerance"}  # post-training configs dump without the QAT fields
-    assert QuantizeConfig(method="sparseml-qat", epochs=3).model_dump(mode="json")["epochs"] == 3
+    assert qat_config(method="sparseml-qat", epochs=3).model_dump(mode="json")["epochs"] == 3
+    spec = tiny_spec(name="q")  # the cells carry the quantizer's config, its defaults filled in
+    spec["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5], "quantize": {"method": "sparseml-qat"}}]
+    cells = expand(parse_spec(json.dumps(spec), "s.json"), registry)
+    assert {(c.quantize.epochs, c.quantize.lr) for c in cells if c.quantize is not None} == {(2, 1e-5)}
 
     def problems(**quantize):
         spec = tiny_spec(name="q")
         spec["pruning"] = [{"pruner": "magnitude", "sparsities": [0.5], "quantize": quantize}]
         with pytest.raises(SpecProblems) as info:
-            parse_spec(json.dumps(spec), "s.json")
+            validate_against(parse_spec(json.dumps(spec), "s.json"), registry, "s.json")
         return info.value.problems
 
     assert any("matmulinteger format only" in p for p in problems(method="sparseml-qat", format="qdq"))
