@@ -10,16 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from tsbench_core.protocols import PluginParams
+from tsbench_core.protocols import DeployForm, PluginParams
 
 
 def set_deploy_form(model: nn.Module, enabled: bool = True) -> list[str]:
-    """Call ``set_deploy_form(enabled)`` on every submodule that has it; return their qualified names."""
+    """Call ``set_deploy_form(enabled)`` on every submodule that has it (``DeployForm``); return their qualified
+    names."""
     switched = []
     for name, module in model.named_modules():
-        hook = getattr(module, "set_deploy_form", None)
-        if callable(hook):
-            hook(enabled)
+        if isinstance(module, DeployForm):
+            module.set_deploy_form(enabled)
             switched.append(name or "<root>")
     return switched
 

@@ -74,6 +74,10 @@ class TorchCompileRuntime:
             return Availability.no(f"torch {torch.__version__} has no torch.compile (needs torch >= 2.0)")
         return Availability.yes()
 
+    def device_for(self, params: BaseModel) -> str:
+        """``cuda`` when the params ask for it; ``auto`` takes a GPU only where one is present, so needs none."""
+        return "cuda" if coerce_params(params, CompileParams).device == "cuda" else self.device
+
     def versions(self) -> dict[str, str]:
         out = base_versions()
         if torch.cuda.is_available():

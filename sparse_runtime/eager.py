@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from sparse_runtime.common import base_versions, deploy_copy, pin_torch_threads, to_numpy, to_tensors
+from sparse_runtime.common import base_versions, coerce_params, deploy_copy, pin_torch_threads, to_numpy, to_tensors
 from tsbench_core.protocols import Availability, PluginParams
 
 
@@ -52,7 +52,7 @@ class TorchEagerRuntime:
 
     def prepare(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...], params: BaseModel, *,
                 threads: int, workdir: Path) -> EagerSession:
-        deploy = bool(getattr(params, "deploy_form", False))
+        deploy = coerce_params(params, EagerParams).deploy_form
         switched: list[str] = []
         if deploy:
             model, switched = deploy_copy(model)

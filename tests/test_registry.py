@@ -106,7 +106,8 @@ def test_protocol_members_are_what_the_protocols_declare():
     from tsbench_core.registry import protocol_members
 
     assert {"name", "description", "params_model", "build"} <= set(protocol_members(ModelPlugin))
-    assert {"availability", "prepare", "versions", "device"} <= set(protocol_members(RuntimePlugin))
+    assert {"prepare", "versions", "device"} <= set(protocol_members(RuntimePlugin))
+    assert "availability" not in protocol_members(RuntimePlugin)  # optional: HasAvailability
 
 
 def test_duplicate_names_name_both_distributions(site):

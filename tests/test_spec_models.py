@@ -145,5 +145,6 @@ def test_a_check_failing_on_meta_runs_again_on_the_cpu():
 
     spec = _spec([])
     shape = _data_shape(spec.datasets[0], _registry())
-    assert _problem(MetaShy(), None, _Models(_registry()), spec.models[0], shape) == "checked on the cpu"
+    model_params = _registry().models["transformer"].params_model.model_validate(spec.models[0].params)
+    assert _problem(MetaShy(), None, _Models(_registry()), spec.models[0], model_params, shape) == "checked on the cpu"
     assert devices == [("meta", "meta"), ("cpu", "cpu")]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from plugins.datasets.synthetic import SyntheticDataset, SyntheticParams
+from plugins.models.informer import InformerParams
 from tsbench_core.cells import TrainJob
 from tsbench_core.data import Windows
 from tsbench_core.spec import DatasetEntry, TrainingConfig
@@ -67,14 +68,15 @@ def _old_key(job: TrainJob) -> str:
               "max_eval_batches")
     training = {f: getattr(job.training, f) for f in fields}
     payload = {"dataset": {**job.dataset.model_dump(mode="json"), "pred_len": job.pred_len}, "model": job.model,
-               "model_params": job.model_params, "training": training, "seed": job.seed}
+               "model_params": job.model_params.model_dump(mode="json"), "training": training, "seed": job.seed}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def test_training_keys_unchanged_unless_drop_last_is_set() -> None:
     dataset = DatasetEntry(plugin="etth1", seq_len=96, label_len=48, pred_len=[96])
-    job = TrainJob(dataset, 96, "informer", {"d_model": 512}, TrainingConfig(), 2021, None)
+    job = TrainJob(dataset, 96, "informer", InformerParams(d_model=512), TrainingConfig(), 2021, None)
     assert job.key == _old_key(job)
-    dropping = TrainJob(dataset, 96, "informer", {"d_model": 512}, TrainingConfig(drop_last=True), 2021, None)
+    dropping = TrainJob(dataset, 96, "informer", InformerParams(d_model=512), TrainingConfig(drop_last=True), 2021,
+                        None)
     assert dropping.key != job.key

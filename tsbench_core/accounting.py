@@ -30,6 +30,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from tsbench_core.protocols import DeployForm
+
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 aten = torch.ops.aten
@@ -194,9 +196,8 @@ class _MacCounter(TorchDispatchMode):
 
 def _set_deploy_form(model: nn.Module, enabled: bool) -> None:
     for module in model.modules():
-        switch = getattr(module, "set_deploy_form", None)
-        if callable(switch):
-            switch(enabled)
+        if isinstance(module, DeployForm):
+            module.set_deploy_form(enabled)
 
 
 def count_macs(model: nn.Module, example_inputs: Sequence[torch.Tensor], *, deploy_form: bool = False,

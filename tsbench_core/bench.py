@@ -157,8 +157,8 @@ def bench(
             summary = run(spec, db, registry=registry, force=True)  # a bench times now: cached rows are re-timed
             computed = set(summary.computed)
             stored = [r for r in db.rows(BENCH_SPEC_NAME) if r["cell_key"] in computed]
-    return bench_rows(stored, [p.name for p in runtime_plugins], sparsity, structure=getattr(
-        registry.get("pruner", pruner), "structure", None), pruner=pruner, threads=threads)
+    return bench_rows(stored, [p.name for p in runtime_plugins], sparsity,
+                      structure=registry.get("pruner", pruner).structure, pruner=pruner, threads=threads)
 
 
 def bench_rows(stored: list[dict[str, Any]], runtimes: list[str], sparsity: float, *, structure: str | None,

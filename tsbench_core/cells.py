@@ -7,6 +7,9 @@ which ``speedup_vs_dense`` compares against. Three keys chain the steps: ``train
 enters the ``train_key`` (so every key after it): each seed trains, prunes, fine-tunes and calibrates its own
 models.
 
+Each plugin's params are validated once, here, and cells carry them as the plugin's params object (the keys hash
+their JSON dump, defaults filled in); the steps pass that object on to the plugin.
+
 A pruning entry with ``fine_tune`` also gives its *dense control*: ``pruner="dense"`` with the same fine-tuning
 (same epochs, lr and batches, nothing pruned) as cells of its own, once per distinct fine-tuning config. The
 accuracy change of a fine-tuned row is measured against that control, so a pruned model is never credited with
@@ -32,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tsbench_core.protocols import NoParams
 from tsbench_core.registry import Registry
 from tsbench_core.spec import (
     DatasetEntry,
@@ -81,7 +85,7 @@ class TrainJob:
     dataset: DatasetEntry
     pred_len: int
     model: str
-    model_params: dict[str, Any]  # validated, defaults filled in
+    model_params: BaseModel  # the model plugin's params object
     training: TrainingConfig
     seed: int
     data_dir: str | None
@@ -92,7 +96,7 @@ class TrainJob:
             {
                 "dataset": {**self.dataset.model_dump(mode="json"), "pred_len": self.pred_len},
                 "model": self.model,
-                "model_params": self.model_params,
+                "model_params": self.model_params.model_dump(mode="json"),
                 "training": _training_payload(self.training),
                 "seed": self.seed,
             }
@@ -107,7 +111,7 @@ class PruneJob:
     train: TrainJob
     pruner: str
     sparsity: float
-    pruner_params: dict[str, Any]
+    pruner_params: BaseModel  # the pruner plugin's params object (``NoParams`` for ``DENSE``)
     fine_tune: FineTuneConfig | None
 
     @property
@@ -129,19 +133,19 @@ class PruneJob:
                 "train": self.train.key,
                 "pruner": self.pruner,
                 "sparsity": self.sparsity,
-                "params": self.pruner_params,
+                "params": self.pruner_params.model_dump(mode="json"),
                 "fine_tune": self.fine_tune.model_dump(mode="json") if self.fine_tune else None,
             }
         )
 
     @property
     def dense(self) -> PruneJob:
-        return PruneJob(self.train, DENSE, 0.0, {}, None)
+        return PruneJob(self.train, DENSE, 0.0, NoParams(), None)
 
     @property
     def control(self) -> PruneJob:
         """The dense control with this job's fine-tuning (the plain dense model for one-shot jobs)."""
-        return PruneJob(self.train, DENSE, 0.0, {}, self.fine_tune)
+        return PruneJob(self.train, DENSE, 0.0, NoParams(), self.fine_tune)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class Cell:
     spec_hash: str
     prune: PruneJob
     runtime: str
-    runtime_params: dict[str, Any]
+    runtime_params: BaseModel  # the runtime plugin's params object
     batch_size: int
     timing: TimingConfig
     quantize: QuantizeConfig | None = None
@@ -163,7 +167,7 @@ class Cell:
             "spec": self.spec_name,
             "prune": self.prune.key,
             "runtime": self.runtime,
-            "runtime_params": self.runtime_params,
+            "runtime_params": self.runtime_params.model_dump(mode="json"),
             "batch_size": self.batch_size,
             "timing": self.timing.model_dump(mode="json"),
         }
@@ -201,34 +205,32 @@ def spec_hash(spec: Spec) -> str:
 def expand(spec: Spec, registry: Registry) -> list[Cell]:
     """Every cell of a validated spec, dense references first within each (dataset, horizon, model, seed)."""
     digest = spec_hash(spec)
+    model_params = {id(m): _params(registry, "model", m.plugin, m.params) for m in spec.models}
+    pruner_params = {id(e): _params(registry, "pruner", e.pruner, e.params) for e in spec.pruning}
+    runtime_params = {id(r): _params(registry, "runtime", r.plugin, r.params) for r in spec.runtimes}
     cells: list[Cell] = []
     for dataset in spec.datasets:
         for pred_len in dataset.pred_len:
             for model, seed in ((m, s) for m in spec.models for s in spec.seed_list()):
-                params = _params(registry, "model", model.plugin, model.params).model_dump(mode="json")
-                train = TrainJob(dataset, pred_len, model.plugin, params, spec.training_for(model), seed,
-                                 spec.data_dir)
-                dense = PruneJob(train, DENSE, 0.0, {}, None)
+                train = TrainJob(dataset, pred_len, model.plugin, model_params[id(model)], spec.training_for(model),
+                                 seed, spec.data_dir)
+                dense = PruneJob(train, DENSE, 0.0, NoParams(), None)
                 everywhere = _targets(spec, spec.runtimes, spec.timing.batch_sizes)
                 jobs: list[tuple[PruneJob, QuantizeConfig | None, list[tuple[RuntimeEntry, int]]]]
                 jobs = [(dense, None, everywhere)]
                 jobs += [(dense, q, targets) for q, targets in _distinct_configs(spec, "quantize")]
-                jobs += [(PruneJob(train, DENSE, 0.0, {}, fine_tune), None, targets)
+                jobs += [(PruneJob(train, DENSE, 0.0, NoParams(), fine_tune), None, targets)
                          for fine_tune, targets in _distinct_configs(spec, "fine_tune")]
                 for entry in spec.pruning:
-                    pruner_params = _params(registry, "pruner", entry.pruner, entry.params).model_dump(mode="json")
                     jobs += [
-                        (PruneJob(train, entry.pruner, sparsity, pruner_params, entry.fine_tune), entry.quantize,
-                         entry_targets(spec, entry))
+                        (PruneJob(train, entry.pruner, sparsity, pruner_params[id(entry)], entry.fine_tune),
+                         entry.quantize, entry_targets(spec, entry))
                         for sparsity in entry.sparsity_list()
                     ]
                 for job, quantize, targets in jobs:
                     for runtime, batch_size in targets:
-                        rt_params = _params(registry, "runtime", runtime.plugin, runtime.params).model_dump(
-                            mode="json"
-                        )
-                        cells.append(Cell(spec.name, digest, job, runtime.plugin, rt_params, batch_size,
-                                          spec.timing, _quantize_config(registry, quantize)))
+                        cells.append(Cell(spec.name, digest, job, runtime.plugin, runtime_params[id(runtime)],
+                                          batch_size, spec.timing, _quantize_config(registry, quantize)))
     return _unique(cells)
 
 

@@ -2,8 +2,12 @@
 
 Every plugin object has ``name`` (unique within its kind), ``description`` (one line) and ``params_model``
 (a pydantic model with ``extra="forbid"``: the single source of truth for its options — spec validation, the
-JSON Schema and the docs all come from it). It may define ``availability()``; when absent the plugin is
-available. The rest depends on the kind, below.
+JSON Schema and the docs all come from it). The rest depends on the kind, below: each kind's protocol lists what
+it must have (``registry.py`` refuses a plugin missing any of it); every optional capability is a protocol of its
+own, checked with ``isinstance`` and never by probing attributes (``HasAvailability``, ``DeclaresLayout``,
+``ModelCheckingPruner``, ``ValidatesTarget``, ``DeviceFromParams``, ``OnnxGraphRuntime``, ``Int8Runtime``,
+``HardwareReporting``, ``GraphFootprint``; on a model's submodules ``DeployForm``; on params
+``ChoosesTimeEmbedding``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,14 @@ class Plugin(Protocol):
     params_model: type[BaseModel]
 
 
+@runtime_checkable
+class HasAvailability(Protocol):
+    """Optional for every kind: whether the plugin can run on this machine (a plugin without it is available).
+    Import heavy libraries here, not at module import."""
+
+    def availability(self) -> Availability: ...
+
+
 # --- datasets ---------------------------------------------------------------------------------------------
 
 
@@ -78,6 +90,25 @@ class DatasetPlugin(Plugin, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """What a dataset entry gives its models, known without reading any data: the channels it reads (``None``
+    when only the data tells), the feature mode (``M`` all -> all, ``S`` target -> target, ``MS`` all -> target)
+    and the time-feature frequency code."""
+
+    n_vars: int | None = None
+    features: Literal["M", "S", "MS"] = "M"
+    freq: str = "h"
+
+
+@runtime_checkable
+class DeclaresLayout(Protocol):
+    """Optional for datasets: the layout an entry's params give, so spec validation builds its models at the
+    right channel count and frequency (without it: a placeholder width, all -> all, hourly)."""
+
+    def layout(self, params: BaseModel) -> DataLayout: ...
+
+
 # --- models -----------------------------------------------------------------------------------------------
 
 
@@ -89,9 +120,26 @@ class ModelPlugin(Plugin, Protocol):
         ...
 
 
+@runtime_checkable
+class ChoosesTimeEmbedding(Protocol):
+    """Optional for a model's params: ``embed`` is ``"timeF"`` (normalised time features) or ``"fixed"`` /
+    ``"learned"`` (integer calendar fields, embedded by the model)."""
+
+    embed: str
+
+
 def time_encoding_of(params: BaseModel) -> TimeEncoding:
-    """Models with ``embed="timeF"`` (or no ``embed``) take normalised marks; fixed/learned take calendar ints."""
-    return "timeF" if getattr(params, "embed", "timeF") == "timeF" else "calendar"
+    """Calendar ints for models whose params choose a fixed/learned ``embed``; normalised marks for all others."""
+    return "calendar" if isinstance(params, ChoosesTimeEmbedding) and params.embed != "timeF" else "timeF"
+
+
+@runtime_checkable
+class DeployForm(Protocol):
+    """Optional for a model's submodules whose training form cannot be exported (FFT, random sampling, masks):
+    switch to an equivalent exportable form and back. Runtimes and the MAC counter call it on every submodule
+    that has it."""
+
+    def set_deploy_form(self, enabled: bool) -> None: ...
 
 
 # --- pruners ----------------------------------------------------------------------------------------------
@@ -147,9 +195,19 @@ class PrunerPlugin(Plugin, Protocol):
 @runtime_checkable
 class ModelCheckingPruner(Protocol):
     """Optional for pruners: check the params against a model built on the ``meta`` device at spec validation
-    (raise ``UserError``); ``example_inputs`` may be a third parameter for checks that trace the model."""
+    (raise ``UserError``). ``example_inputs`` (one batch, on the model's device) is there for checks that trace
+    the model; others ignore it."""
 
-    def validate_for_model(self, model: nn.Module, params: BaseModel) -> None: ...
+    def validate_for_model(self, model: nn.Module, params: BaseModel, *,
+                           example_inputs: tuple[torch.Tensor, ...]) -> None: ...
+
+
+@runtime_checkable
+class ValidatesTarget(Protocol):
+    """Optional for pruners: refuse a target sparsity the pruner cannot reach with these params (raise
+    ``UserError``), at spec validation for each of an entry's targets."""
+
+    def validate_target(self, target_sparsity: float, params: BaseModel) -> None: ...
 
 
 # --- runtimes ---------------------------------------------------------------------------------------------
@@ -170,8 +228,6 @@ class RuntimeSession(Protocol):
 class RuntimePlugin(Plugin, Protocol):
     device: str  # "cpu" or "cuda"
 
-    def availability(self) -> Availability: ...
-
     def versions(self) -> dict[str, str]:
         """Versions of the libraries this runtime uses (recorded in the run environment)."""
         ...
@@ -187,6 +243,19 @@ class RuntimePlugin(Plugin, Protocol):
     ) -> RuntimeSession:
         """Export/compile ``model`` (eval mode, weights as given) for inputs shaped like ``example_inputs``."""
         ...
+
+
+@runtime_checkable
+class DeviceFromParams(Protocol):
+    """Optional for runtimes whose params choose the device: the one ``params`` ask for (``"cpu"``, ``"cuda"``);
+    without it a runtime runs on its ``device``. The Dask executor asks a GPU for cells that need ``"cuda"``."""
+
+    def device_for(self, params: BaseModel) -> str: ...
+
+
+def device_of(plugin: RuntimePlugin, params: BaseModel) -> str:
+    """The device ``plugin`` runs on with ``params``."""
+    return plugin.device_for(params) if isinstance(plugin, DeviceFromParams) else plugin.device
 
 
 @runtime_checkable
@@ -240,11 +309,11 @@ class GraphFootprint(Protocol):
         ...
 
 
-def int8_plan_of(plugin: Any, cpu: CpuFacts, quant_format: str) -> Int8Plan:
+def int8_plan_of(plugin: RuntimePlugin, cpu: CpuFacts, quant_format: str) -> Int8Plan:
     """The plugin's INT8 plan for ``cpu``, or the default encoding when the runtime states no CPU rule."""
     if isinstance(plugin, Int8Runtime):
         return plugin.int8_plan(cpu, quant_format)
-    return Int8Plan("int8", f"runtime {getattr(plugin, 'name', plugin)!r} states no CPU rule for INT8")
+    return Int8Plan("int8", f"runtime {plugin.name!r} states no CPU rule for INT8")
 
 
 # --- quantizers -------------------------------------------------------------------------------------------
@@ -326,11 +395,11 @@ PROTOCOL_OF_KIND: dict[str, type] = {
 }
 
 
-def availability_of(plugin: Any) -> Availability:
-    check = getattr(plugin, "availability", None)
-    if check is None:
+def availability_of(plugin: Plugin) -> Availability:
+    """The plugin's ``availability()`` (``HasAvailability``); available when it has none."""
+    if not isinstance(plugin, HasAvailability):
         return Availability.yes()
     try:
-        return check()
+        return plugin.availability()
     except Exception as exc:  # an availability probe must never take the host down
         return Availability.no(f"availability check raised {type(exc).__name__}: {exc}")

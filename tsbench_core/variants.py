@@ -23,9 +23,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def non_default(params_model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
-    """The members of validated ``values`` (JSON-dumped) that differ from ``params_model``'s defaults; a
-    required option is always listed."""
+def non_default(params_model: type[BaseModel], values: dict[str, Any] | BaseModel) -> dict[str, Any]:
+    """The members of validated ``values`` (a params object, or its JSON dump) that differ from ``params_model``'s
+    defaults; a required option is always listed."""
+    if isinstance(values, BaseModel):
+        values = values.model_dump(mode="json")
     out = {}
     for name, info in params_model.model_fields.items():
         if name not in values:

@@ -10,6 +10,7 @@ from torch import nn
 
 from tsbench_core.errors import CellError
 from tsbench_core.protocols import RuntimeSession
+from tsbench_core.registry import protocol_members
 
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 1e-3
@@ -41,6 +42,17 @@ def compare(actual: np.ndarray, expected: np.ndarray, *, atol: float, rtol: floa
     return max_err, bool(np.all(diff <= atol + rtol * np.abs(expected)))
 
 
+def runtime_of(session: RuntimeSession) -> str:
+    """The runtime a session names in its ``info``; ``CellError`` for an object that is no ``RuntimeSession``
+    (a runtime plugin's ``prepare``/``open_graph`` returned something else), before it is gated or timed."""
+    if not isinstance(session, RuntimeSession):
+        cls = type(session)
+        missing = [m for m in protocol_members(RuntimeSession) if not hasattr(session, m)]
+        raise CellError(f"the runtime returned a {cls.__module__}.{cls.__qualname__}, which does not implement "
+                        f"RuntimeSession: missing {', '.join(missing)}")
+    return str(session.info.get("runtime", type(session).__name__))
+
+
 def verify_session(session: RuntimeSession, reference: nn.Module, batches: Sequence[Sequence[np.ndarray]], *,
                    atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> float:
     """Max abs error of ``session`` vs torch eager over ``batches``; above tolerance, ``CellError`` with it.
@@ -49,6 +61,7 @@ def verify_session(session: RuntimeSession, reference: nn.Module, batches: Seque
     """
     if not batches:
         raise ValueError("the correctness gate needs at least one batch")
+    runtime = runtime_of(session)
     worst = 0.0
     for i, batch in enumerate(batches):
         expected = reference_outputs(reference, batch)
@@ -56,7 +69,6 @@ def verify_session(session: RuntimeSession, reference: nn.Module, batches: Seque
         err, ok = compare(actual, expected, atol=atol, rtol=rtol)
         worst = max(worst, err)
         if not ok:
-            runtime = session.info.get("runtime", type(session).__name__) if hasattr(session, "info") else "?"
             raise CellError(
                 f"correctness gate failed for runtime {runtime!r} on batch {i}: max abs error {err:.3g} vs "
                 f"torch eager exceeds atol={atol:g} + rtol={rtol:g}*|ref| (output not timed)"
@@ -74,6 +86,7 @@ def verify_session_relative(session: RuntimeSession, reference: nn.Module, batch
     """
     if not batches:
         raise ValueError("the correctness gate needs at least one batch")
+    runtime = runtime_of(session)
     actual_all, expected_all = [], []
     for batch in batches:
         expected = reference_outputs(reference, batch)
@@ -84,7 +97,6 @@ def verify_session_relative(session: RuntimeSession, reference: nn.Module, batch
         expected_all.append(expected.astype(np.float64).ravel())
     actual = np.concatenate(actual_all)
     expected = np.concatenate(expected_all)
-    runtime = session.info.get("runtime", type(session).__name__) if hasattr(session, "info") else "?"
     if not np.all(np.isfinite(actual)):
         raise CellError(f"INT8 correctness gate failed for runtime {runtime!r}: non-finite outputs (not timed)")
     diff = actual - expected

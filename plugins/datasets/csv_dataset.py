@@ -13,6 +13,7 @@ from plugins.datasets.reader import FillPolicy, read_csv_table
 from plugins.datasets.splits import Borders, DatasetParams, build_splits
 from tsbench_core.data import DatasetSplits, Windows
 from tsbench_core.errors import DataError
+from tsbench_core.protocols import DataLayout
 
 
 class CsvParams(DatasetParams):
@@ -57,10 +58,22 @@ def resolve(p: CsvParams, data_dir: Path | None) -> Path:
     return files.fetch(remote, files.cache_dir(), looked_in=looked)
 
 
+def value_columns(p: CsvParams) -> list[str]:
+    """The value columns read when ``columns`` is given: those, and the target (always read)."""
+    return list(dict.fromkeys([*(p.columns or []), p.target]))
+
+
 class CsvDataset:
     name = "csv"
     description = "Any CSV file: a date column, numeric features and a target; 70/10/20 or explicit borders"
     params_model = CsvParams
+
+    def layout(self, params: BaseModel) -> DataLayout:
+        """The channels are those of ``columns`` (the target included) when given; otherwise only the file
+        tells."""
+        p = params if isinstance(params, CsvParams) else CsvParams.model_validate(params)
+        n_vars = len(value_columns(p)) if p.columns is not None else None
+        return DataLayout(n_vars, p.features, tf.freq_code(p.freq))
 
     def load(self, params: BaseModel, windows: Windows, data_dir: Path | None = None) -> DatasetSplits:
         p = params if isinstance(params, CsvParams) else CsvParams.model_validate(params)
@@ -69,9 +82,7 @@ class CsvDataset:
         if p.sha256 and digest != p.sha256.lower():
             raise DataError(f"{path}: checksum mismatch: sha256 {digest}, expected {p.sha256}; replace the file "
                             "or update `sha256`")
-        columns = None
-        if p.columns is not None:
-            columns = list(dict.fromkeys([*p.columns, p.target]))  # the target is always read
+        columns = value_columns(p) if p.columns is not None else None
         table = read_csv_table(path, date_column=p.date_column, columns=columns, fill=p.fill)
         n = len(table.values)
         borders = Borders(*p.borders) if p.borders else Borders.ratios(n, p.train_ratio, p.test_ratio)

@@ -20,6 +20,7 @@ from plugins.datasets.reader import FillPolicy, read_csv_table
 from plugins.datasets.splits import Borders, DatasetParams, build_splits
 from tsbench_core.data import DatasetSplits, Windows
 from tsbench_core.errors import DataError
+from tsbench_core.protocols import DataLayout
 
 ETT_BASE = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small"
 # the Time-Series-Library authors' copy of the Autoformer data (the Autoformer release itself is a Drive folder)
@@ -104,6 +105,10 @@ class FileDataset:
     n_vars: int  # variables besides the date, as published
     remote: RemoteFile | None
     params_model: type[FileDatasetParams] = FileDatasetParams
+
+    def layout(self, params: BaseModel) -> DataLayout:
+        p = params if isinstance(params, FileDatasetParams) else self.params_model.model_validate(params)
+        return DataLayout(self.n_vars, p.features, tf.freq_code(p.freq or self.freq))
 
     def load(self, params: BaseModel, windows: Windows, data_dir: Path | None = None) -> DatasetSplits:
         p = params if isinstance(params, FileDatasetParams) else self.params_model.model_validate(params)

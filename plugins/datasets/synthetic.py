@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from plugins.datasets import timefeatures as tf
 from plugins.datasets.splits import Borders, DatasetParams, Table, build_splits
 from tsbench_core.data import DatasetSplits, Windows
+from tsbench_core.protocols import DataLayout
 
 _UNIT = {"s": "s", "t": "min", "h": "h", "d": "D", "b": "B", "w": "W", "m": "MS"}
 
@@ -80,6 +81,10 @@ class SyntheticDataset:
     name = "synthetic"
     description = "Seeded multivariate series (trend + seasonalities + noise); no download, 70/10/20 split"
     params_model = SyntheticParams
+
+    def layout(self, params: BaseModel) -> DataLayout:
+        p = params if isinstance(params, SyntheticParams) else SyntheticParams.model_validate(params)
+        return DataLayout(p.n_vars, p.features, tf.freq_code(p.freq))
 
     def load(self, params: BaseModel, windows: Windows, data_dir: Path | None = None) -> DatasetSplits:
         p = params if isinstance(params, SyntheticParams) else SyntheticParams.model_validate(params)

@@ -13,7 +13,7 @@ from torch import nn
 
 from tsbench_core.data import DataShape
 from tsbench_core.errors import UserError
-from tsbench_core.protocols import PluginParams
+from tsbench_core.protocols import PluginParams, time_encoding_of
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def check_shape(model: str, shape: DataShape, params: BaseModel) -> None:
             f"model {model}: label_len={shape.label_len} must be between 0 and seq_len={shape.seq_len}")
     if shape.freq not in TIMEF_DIMS:
         raise UserError(f"model {model}: unknown freq {shape.freq!r} (valid: {', '.join(TIMEF_DIMS)})")
-    if getattr(params, "embed", "timeF") == "timeF" and TIMEF_DIMS[shape.freq] != shape.n_marks_timef:
+    if time_encoding_of(params) == "timeF" and TIMEF_DIMS[shape.freq] != shape.n_marks_timef:
         raise UserError(
             f"model {model}: freq {shape.freq!r} needs {TIMEF_DIMS[shape.freq]} time features but the data "
             f"provides n_marks_timef={shape.n_marks_timef}; set the dataset's freq to match")

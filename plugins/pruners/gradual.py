@@ -204,7 +204,8 @@ class GradualMagnitudePruner:
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
 
-    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+    def validate_for_model(self, model: nn.Module, params: Any, *,
+                           example_inputs: tuple[torch.Tensor, ...] | None = None) -> None:
         """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model`` or nothing
         is left to prune."""
         check_selection(model, params)

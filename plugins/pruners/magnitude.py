@@ -111,7 +111,8 @@ class _OneShotPruner:
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
 
-    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+    def validate_for_model(self, model: nn.Module, params: Any, *,
+                           example_inputs: tuple[torch.Tensor, ...] | None = None) -> None:
         """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model``, nothing is
         left to prune, or (``block`` > 1) no selected weight is a Linear one."""
         weights = check_selection(model, params)

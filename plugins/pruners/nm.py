@@ -86,7 +86,8 @@ class NMPruner:
     def restore(self, model: nn.Module, structure: dict[str, Any]) -> nn.Module:
         return model
 
-    def validate_for_model(self, model: nn.Module, params: Any) -> None:
+    def validate_for_model(self, model: nn.Module, params: Any, *,
+                           example_inputs: tuple[torch.Tensor, ...] | None = None) -> None:
         """Raise ``UserError`` when a module-name pattern of ``params`` matches nothing in ``model`` or no
         selected Linear layer has an input size divisible by ``m``."""
         weights = check_selection(model, params)

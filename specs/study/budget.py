@@ -121,9 +121,9 @@ def estimate(cells: list[Cell], costs: dict[tuple[str, str], tuple[float, float]
         out.prune_s += TEST_BATCHES * EAGER_MS[model] / 1000
         epochs = job.fine_tune.epochs if job.fine_tune else 0
         if job.pruner == "gradual-magnitude":
-            gradual = int(job.pruner_params["epochs"])
+            gradual = int(job.pruner_params.epochs)
             out.training_low_s += gradual * epoch
-            out.training_high_s += (gradual + int(job.pruner_params.get("final_epochs", 1))) * epoch
+            out.training_high_s += (gradual + int(job.pruner_params.final_epochs)) * epoch
         out.training_low_s += epochs * epoch
         out.training_high_s += epochs * epoch
     for cell in cells:

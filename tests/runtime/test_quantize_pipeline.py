@@ -49,7 +49,7 @@ def test_quantize_enters_cell_keys_and_leaves_fp32_keys_unchanged(registry):
     # ... and each key is the hash of the payload keys always had (no quantize field)
     for cell in fp32:
         payload = {"spec": cell.spec_name, "prune": cell.prune.key, "runtime": cell.runtime,
-                   "runtime_params": cell.runtime_params, "batch_size": cell.batch_size,
+                   "runtime_params": cell.runtime_params.model_dump(mode="json"), "batch_size": cell.batch_size,
                    "timing": cell.timing.model_dump(mode="json")}
         assert cell.key == content_hash(payload)
     assert len(int8) == 2  # dense int8 + magnitude 0.5 int8 on torch-eager

@@ -41,6 +41,7 @@ from tsbench_core.errors import TsbenchError, UserError
 from tsbench_core.hostlock import host_lock as node_lock
 from tsbench_core.pipeline import Workspace, base_row, dense_artifact, measure_cell, pruned_artifact
 from tsbench_core.progress import NullProgress
+from tsbench_core.protocols import device_of
 from tsbench_core.registry import Registry, load_plugins
 from tsbench_core.steps.artifacts import find_artifact
 from tsbench_core.store import STATUS_FAILED
@@ -93,11 +94,12 @@ class TaskPlan:
 
 
 def needs_gpu(cell: Cell, registry: Registry | None) -> bool:
-    """A cell needs a GPU if its training asks for cuda or its runtime runs on cuda."""
-    if cell.prune.train.training.device == "cuda" or cell.runtime_params.get("device") == "cuda":
+    """A cell needs a GPU if its training asks for cuda or its runtime runs on cuda with the cell's params
+    (``protocols.device_of``)."""
+    if cell.prune.train.training.device == "cuda":
         return True
     record = registry.records["runtime"].get(cell.runtime) if registry is not None else None
-    return getattr(record.plugin, "device", None) == "cuda" if record is not None else False
+    return record is not None and device_of(record.plugin, cell.runtime_params) == "cuda"
 
 
 def plan_tasks(

@@ -13,7 +13,7 @@ from torch import nn
 from tsbench_core import hookimpl
 from tsbench_core.data import DatasetSplits, DataShape, Scaler, SeriesSplit, WindowedSplit, Windows
 from tsbench_core.errors import DataError
-from tsbench_core.protocols import PluginParams
+from tsbench_core.protocols import DataLayout, PluginParams
 
 
 class SeasonalLinearParams(PluginParams):
@@ -56,6 +56,10 @@ class RandomWalkDataset:
     name = "random-walk"
     description = "Example: seeded Gaussian random walks, 70/10/20 split, no time features"
     params_model = RandomWalkParams
+
+    def layout(self, params: RandomWalkParams) -> DataLayout:
+        """Optional (``DeclaresLayout``): the channels, so spec checks build models at this width."""
+        return DataLayout(n_vars=params.n_vars)
 
     def load(self, params: RandomWalkParams, windows: Windows, data_dir: Path | None) -> DatasetSplits:
         g = torch.Generator().manual_seed(params.seed)
