@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TsbenchError(Exception):
     """Base class of every tsbench error."""
@@ -27,11 +29,13 @@ class StoreError(UserError):
 class CellError(TsbenchError):
     """A cell failed at run time (NaN loss, export failure, output mismatch...): stored as a failed row.
 
-    ``details``: the traceback of the original failure, when this error re-raises a remembered one."""
+    ``details``: the traceback of the original failure, when this error re-raises a remembered one; ``columns``:
+    row columns measured before the failure (e.g. the gate's error figures), stored with the failed row."""
 
-    def __init__(self, *args: object, details: str | None = None) -> None:
+    def __init__(self, *args: object, details: str | None = None, columns: dict[str, Any] | None = None) -> None:
         super().__init__(*args)
         self.details = details
+        self.columns = dict(columns or {})
 
 
 class RuntimeUnavailable(CellError):

@@ -71,9 +71,6 @@ class Workspace:
             self.registry = load_plugins()
         return self.registry
 
-    def params(self, kind: str, name: str, params: dict[str, Any]) -> BaseModel:
-        return self.plugins().records[kind][name].plugin.params_model.model_validate(params)
-
 
 def dataset_splits(ws: Workspace, dataset: DatasetEntry, pred_len: int, data_dir: str | None) -> DatasetSplits:
     """A dataset entry loaded by its plugin for one horizon (memoised per workspace)."""
@@ -89,14 +86,14 @@ def dataset_splits(ws: Workspace, dataset: DatasetEntry, pred_len: int, data_dir
 
 def load_splits(ws: Workspace, job: TrainJob) -> DatasetSplits:
     """The dataset of a training job, with the time encoding its model expects."""
-    encoding = time_encoding_of(ws.params("model", job.model, job.model_params))
+    encoding = time_encoding_of(job.model_params)
     return dataset_splits(ws, job.dataset, job.pred_len, job.data_dir).with_time_encoding(encoding)
 
 
 def build_dense(ws: Workspace, job: TrainJob, splits: DatasetSplits) -> nn.Module:
     seed_everything(job.seed)
     plugin = ws.plugins().records["model"][job.model].plugin
-    return plugin.build(ws.params("model", job.model, job.model_params), splits.shape)
+    return plugin.build(job.model_params, splits.shape)
 
 
 def _accounting(model: nn.Module, splits: DatasetSplits, params: BaseModel) -> dict[str, Any]:
@@ -154,7 +151,7 @@ def _train_dense(ws: Workspace, job: TrainJob) -> Artifact:
         "kind": "dense",
         "train": outcome.as_dict(),
         "metrics": metrics,
-        "accounting": _accounting(model, splits, ws.params("model", job.model, job.model_params)),
+        "accounting": _accounting(model, splits, job.model_params),
         "shape": asdict(splits.shape),
         "dataset_info": splits.info,
     }
@@ -166,14 +163,13 @@ def _prune(ws: Workspace, job: PruneJob) -> Artifact:
     splits = load_splits(ws, job.train)
     model = build_dense(ws, job.train, splits)
     model.load_state_dict(load_weights(dense))
-    model_params = ws.params("model", job.train.model, job.train.model_params)
+    model_params = job.train.model_params
     context = prune_context(job.train.model, model_params, splits, job.train.training, job.train.seed, ws.progress)
     if job.is_control:
         result, fine_tune = fine_tune_dense(model, job.fine_tune, context)
     else:
         pruner = ws.plugins().records["pruner"][job.pruner].plugin
-        result, fine_tune = prune_and_fine_tune(model, pruner, job.sparsity, ws.params("pruner", job.pruner,
-                                                job.pruner_params), job.fine_tune, context)
+        result, fine_tune = prune_and_fine_tune(model, pruner, job.sparsity, job.pruner_params, job.fine_tune, context)
     pruned = result.model
     metrics = evaluate(pruned, splits, job.train.training.batch_size,
                        max_batches=job.train.training.max_eval_batches)
@@ -304,7 +300,7 @@ def prepare_cell(ws: Workspace, cell: Cell, models: CellModels) -> Prepared:
     relative tolerance and its test accuracy measured through the runtime)."""
     runtime = ws.plugins().records["runtime"][cell.runtime].plugin
     workdir = ws.artifacts / "runtime" / cell.key
-    runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
+    runtime_params = cell.runtime_params
     if cell.quantize is None:
         return prepare_fp32(models.model, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
                             workdir, max_eval_windows=eval_windows(cell.prune.train.training))
@@ -318,7 +314,7 @@ def prepare_reference(ws: Workspace, cell: Cell, models: CellModels) -> Prepared
     """The dense fp32 model on the cell's runtime, gated: the reference a cell is timed beside."""
     assert models.dense is not None
     runtime = ws.plugins().records["runtime"][cell.runtime].plugin
-    runtime_params = ws.params("runtime", cell.runtime, cell.runtime_params)
+    runtime_params = cell.runtime_params
     return prepare_fp32(models.dense, runtime, runtime_params, models.splits, cell.batch_size, cell.timing,
                         ws.artifacts / "runtime" / cell.key / "dense-pair", accuracy=False)
 
@@ -377,9 +373,11 @@ def measure_cell(ws: Workspace, cell: Cell) -> dict[str, Any]:
         available = bool(record and record.availability().available)
         row |= {"status": STATUS_SKIPPED, "error": str(exc), "details": traceback.format_exc(),
                 "runtime_info": {SKIP_FACTS: {"runtime_available": available}}}
+    except CellError as exc:
+        row |= {"status": STATUS_FAILED, "error": str(exc), **exc.columns,
+                "details": exc.details or traceback.format_exc()}
     except TsbenchError as exc:
-        row |= {"status": STATUS_FAILED, "error": str(exc), **getattr(exc, "columns", {}),
-                "details": getattr(exc, "details", None) or traceback.format_exc()}
+        row |= {"status": STATUS_FAILED, "error": str(exc), "details": traceback.format_exc()}
     except Exception as exc:  # a bug in a plugin must not stop the other cells
         row |= {"status": STATUS_FAILED, "error": f"{type(exc).__name__}: {exc}", "details": traceback.format_exc()}
     row["finished_at"] = time.time()

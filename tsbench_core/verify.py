@@ -104,11 +104,10 @@ def verify_session_relative(session: RuntimeSession, reference: nn.Module, batch
     spread = float(expected.std())
     rel = float(np.sqrt(np.mean(diff**2)) / spread) if spread > 0 else (0.0 if max_err == 0 else float("inf"))
     if not rel <= tolerance:
-        exc = CellError(
+        raise CellError(
             f"INT8 correctness gate failed for runtime {runtime!r}: relative error {rel:.3g} (RMS error / std of "
             f"the fp32 torch-eager output) exceeds tolerance {tolerance:g}; max abs error {max_err:.3g} "
-            f"(output not timed)"
+            f"(output not timed)",
+            columns={"max_abs_err_vs_torch": max_err, "rel_err_vs_torch": rel},
         )
-        exc.columns = {"max_abs_err_vs_torch": max_err, "rel_err_vs_torch": rel}  # type: ignore[attr-defined]
-        raise exc
     return max_err, rel

@@ -73,7 +73,7 @@ class Prepared:
 
     def close(self) -> None:
         if not self.closed:
-            self.info = {**(getattr(self.session, "info", None) or {}), **self.info}
+            self.info = {**(self.session.info or {}), **self.info}
             self.closed = True
             self.session.close()
 
