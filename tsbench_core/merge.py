@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tsbench_core.dump import read_dump
+from tsbench_core.dump import GZIP_MAGIC, read_dump
 from tsbench_core.errors import UserError
 from tsbench_core.store import COLUMN_NAMES, STATUS_OK, Store
 from tsbench_core.stored_tables import raw_rows, raw_runs
@@ -148,11 +148,11 @@ def _read_source(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         raise UserError(f"merge: {path}: no such store or dump file")
     with path.open("rb") as handle:
         head = handle.read(len(SQLITE_MAGIC))
-    if head.lstrip().startswith(b"{"):
+    if head.lstrip().startswith(b"{") or head.startswith(GZIP_MAGIC):
         return read_dump(path)
     if head != SQLITE_MAGIC:
         raise UserError(f"merge: {path}: not a tsbench results store (an SQLite file) nor a `tsbench dump` file "
-                        "(JSON lines)")
+                        "(JSON lines, or their .gz)")
     try:
         return raw_rows(path), raw_runs(path)
     except sqlite3.DatabaseError as exc:

@@ -268,3 +268,20 @@ def test_rows_that_tie_on_the_sort_columns_list_in_one_order_however_stored(tmp_
                 store.put(row)
         outputs.append(cli(capsys, "results", "--store", str(tmp_path / f"{name}.db"), "--format", "csv")[1])
     assert outputs[0] == outputs[1]
+
+
+def test_a_gz_dump_is_the_same_text_gzipped_deterministically_and_merges_like_the_plain_one(
+        report_store: Path, dumped: Path, rebuilt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    packed = dump(report_store, tmp_path / "tiny.jsonl.gz")
+    assert gzip.decompress(packed.read_bytes()) == dumped.read_bytes()
+    assert dump(report_store, tmp_path / "again.jsonl.gz").read_bytes() == packed.read_bytes()  # no mtime inside
+    into = tmp_path / "from_gz.db"
+    assert main(["merge", str(packed), "--into", str(into)]) == 0
+    assert table(into, "cells", "cell_key") == table(rebuilt, "cells", "cell_key")
+    damaged = tmp_path / "damaged.jsonl.gz"
+    damaged.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])
+    code, _, err = cli(capsys, "merge", str(damaged), "--into", str(tmp_path / "never.db"))
+    assert code == 2 and "damaged.jsonl.gz" in err and "gzip" in err and "Traceback" not in err
+    assert not (tmp_path / "never.db").exists()

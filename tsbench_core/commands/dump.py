@@ -12,7 +12,7 @@ from tsbench_core.store import DEFAULT_STORE
 NAME = "dump"
 SUMMARY = "write a store's runs and rows as lossless JSON lines (for git); `tsbench merge` reads them back"
 EXAMPLES = (
-    "tsbench dump --store $S/results.db --out docs/study/chunks/transformer.jsonl",
+    "tsbench dump --store $S/results.db --out docs/study/chunks/transformer.jsonl.gz",
     "tsbench merge docs/study/chunks/*.jsonl --into all.db    # the store rebuilt from the dumps",
     "tsbench dump --spec quickstart | grep '\"table\": \"run\"'",
 )
@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", action="extend", nargs="+", metavar="NAME",
                         help="only these specs' rows and runs (the spec's name, not its file); default: all")
     parser.add_argument("--out", metavar="FILE",
-                        help="write the dump here atomically (folder created); default: stdout")
+                        help="write it here atomically (folder created; gzip if FILE ends in .gz); default: stdout")
 
 
 def run(args: argparse.Namespace) -> int:
