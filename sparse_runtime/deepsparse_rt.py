@@ -344,14 +344,7 @@ class DeepSparseRuntime:
             probe, cached = self.probe(export, batch_size, probe_inputs, num_cores=threads,
                                        timeout=p.probe_timeout_s, model_name=model_name)
             probe_state = "cached" if cached else "passed"
-        os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
-        from deepsparse import compile_model
-
-        try:
-            engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
-        except Exception as exc:
-            raise CellError(f"deepsparse could not compile {model_name}: {exc}") from exc
-        fraction = float(engine.fraction_of_supported_ops)
+        engine, fraction = _compile(export.path, batch_size, threads, model_name)
         info: dict[str, Any] = {
             "runtime": self.name, "device": "cpu", "versions": self.versions(),
             "threads": {"num_cores": engine.num_cores}, "batch_size": batch_size,
@@ -388,14 +381,7 @@ class DeepSparseRuntime:
         if probe.get("error") or probe.get("crashed"):
             raise CellError(f"deepsparse: {probe.get('error') or probe['crash']} on {export.path.name} "
                             f"(subprocess probe)")
-        os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
-        from deepsparse import compile_model
-
-        try:
-            engine = compile_model(str(export.path), batch_size=batch_size, num_cores=threads)
-        except Exception as exc:
-            raise CellError(f"deepsparse could not compile {export.path.name}: {exc}") from exc
-        fraction = float(engine.fraction_of_supported_ops)
+        engine, fraction = _compile(export.path, batch_size, threads, export.path.name)
         info = {"runtime": self.name, "device": "cpu", "threads": {"num_cores": engine.num_cores},
                 "batch_size": batch_size, "fraction_of_supported_ops": fraction,
                 "cpu_avx_type": getattr(engine, "cpu_avx_type", None),
@@ -403,6 +389,19 @@ class DeepSparseRuntime:
         if fraction < 1.0 and p.diagnose_fallbacks:
             info["fallbacks"] = {k: v for k, v in probe.items() if k not in ("crashed", "crash")}
         return DeepSparseSession(engine, export, info)
+
+
+def _compile(path: Path, batch_size: int, threads: int, what: str) -> tuple[Any, float]:
+    """A DeepSparse engine for the graph at ``path`` and its fraction of supported ops; a failure is a
+    ``CellError`` naming ``what``."""
+    os.environ["NM_DISABLE_ANALYTICS"] = "1"  # before the first import: no telemetry
+    from deepsparse import compile_model
+
+    try:
+        engine = compile_model(str(path), batch_size=batch_size, num_cores=threads)
+    except Exception as exc:
+        raise CellError(f"deepsparse could not compile {what}: {exc}") from exc
+    return engine, float(engine.fraction_of_supported_ops)
 
 
 PLUGINS = (DeepSparseRuntime(),)
