@@ -85,7 +85,8 @@ class OnnxRuntimeRuntime:
         except Exception as exc:
             raise CellError(f"onnxruntime cannot load the export of {type(model).__name__}: {exc}") from exc
         info = {"runtime": self.name, "device": "cpu", "versions": self.versions(),
-                "providers": session.get_providers(), "threads": {"intra_op": threads, "inter_op": 1},
+                "providers": session.get_providers(),
+                "threads": {"intra_op": threads, "inter_op": 1}, "intra_op_spinning": SPINNING,
                 "graph_optimization": p.graph_optimization, **export.info()}
         return OrtSession(session, export, info)
 
@@ -106,7 +107,8 @@ class OnnxRuntimeRuntime:
             session = ort.InferenceSession(str(export.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise CellError(f"onnxruntime cannot load {export.path.name}: {exc}") from exc
-        info = {"runtime": self.name, "device": "cpu", "threads": {"intra_op": threads, "inter_op": 1},
+        info = {"runtime": self.name, "device": "cpu",
+                "threads": {"intra_op": threads, "inter_op": 1}, "intra_op_spinning": SPINNING,
                 "graph_optimization": p.graph_optimization, **export.info()}
         return OrtSession(session, export, info)
 
@@ -114,11 +116,21 @@ class OnnxRuntimeRuntime:
 PLUGINS = (OnnxRuntimeRuntime(),)
 
 
+SPINNING = False  # recorded in every session's info
+
+
 def session_options(threads: int, graph_optimization: str) -> Any:
-    """ONNX Runtime options for timing: ``threads`` intra-op threads, sequential, the given optimisation level."""
+    """ONNX Runtime options for timing: ``threads`` intra-op threads that do not spin, sequential, the given
+    optimisation level.
+
+    Spinning is off because a cell is timed in interleaved rounds beside its dense session, and each session owns
+    its pool: the idle session's spinning threads took the cores from the running one (2 cores: pair IQR ~4 ms
+    against ~0.1-0.2 ms alone, ``benchmarks/ort_pair_interference.py``). One global pool would keep spinning but
+    cannot serve cells with different thread counts in one process."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPINNING else "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -100,3 +100,43 @@ def test_cli_retry_failed_and_results_failed_show_the_traceback(tmp_path, write_
     with pytest.raises(SystemExit) as usage:  # one or the other
         main(["run", str(path), "--store", db, "--force", "--retry-failed"])
     assert usage.value.code == 2 and "not allowed with argument --force" in capsys.readouterr().err
+
+
+def test_retime_measures_stored_cells_again_on_their_checkpoints_and_trains_nothing(tmp_path, registry, spec_of,
+                                                                                    monkeypatch):
+    from tsbench_core import pipeline
+    from tsbench_core.runner import run
+
+    spec = spec_of(tiny_spec(name="retime"))
+    with Store(tmp_path / "r.db") as store:
+        first = run(spec, store, registry=registry)
+        assert first.statuses == {"ok": 2}
+        before = {r["cell_key"]: r for r in store.rows()}
+        checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*.pt")}
+        assert checkpoints
+
+        def no_training(*args, **kwargs):
+            raise AssertionError("retime trained a model")
+
+        monkeypatch.setattr(pipeline, "train_model", no_training)
+        again = run(spec, store, registry=registry, retime=True)
+        assert again.statuses == {"ok": 2} and sorted(again.computed) == sorted(before)
+        assert {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*.pt")} == checkpoints
+        for key, row in store_rows(store).items():
+            assert row["run_id"] == again.run_id != before[key]["run_id"]
+            assert row["mse"] == before[key]["mse"]  # the same checkpoint, evaluated again
+        forced = run(spec, store, registry=registry, force=True)  # force rebuilds: the guard above bites
+        assert forced.failed == 2 and all("retime trained a model" in error for _, error in forced.failures)
+
+
+def store_rows(store: Store) -> dict[str, dict]:
+    return {r["cell_key"]: r for r in store.rows()}
+
+
+def test_retime_and_force_are_exclusive_on_the_command_line(tmp_path, capsys, write_spec):
+    from tsbench_core.cli import main
+
+    path = write_spec(tiny_spec(name="x"))
+    with pytest.raises(SystemExit) as usage:
+        main(["run", str(path), "--store", str(tmp_path / "r.db"), "--force", "--retime"])
+    assert usage.value.code == 2 and "not allowed with argument --force" in capsys.readouterr().err

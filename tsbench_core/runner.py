@@ -74,10 +74,12 @@ class RunSummary:
 
 
 def plan(spec: Spec, store: Store, registry: Registry, *, force: bool = False,
-         only: dict[str, set[str]] | None = None, retry_failed: bool = False) -> tuple[list[Cell], list[Cell]]:
+         only: dict[str, set[str]] | None = None, retry_failed: bool = False,
+         retime: bool = False) -> tuple[list[Cell], list[Cell]]:
     """All (selected) cells of a spec, and those still to run: not stored, failed, or skipped while their
-    runtime was unavailable and now available. ``retry_failed``: the failed ones only."""
-    cells, todo, _ = _plan(spec, store, registry, force=force, only=only, retry_failed=retry_failed)
+    runtime was unavailable and now available. ``retry_failed``: the failed ones only; ``force`` or ``retime``:
+    all of them."""
+    cells, todo, _ = _plan(spec, store, registry, force=force or retime, only=only, retry_failed=retry_failed)
     return cells, todo
 
 
@@ -123,17 +125,22 @@ def run(
     only: dict[str, set[str]] | None = None,
     retry_failed: bool = False,
     leases: LeasePolicy | None = None,
+    retime: bool = False,
 ) -> RunSummary:
     """Run every cell of ``spec`` not already stored (all of them with ``force``, the failed ones with
     ``retry_failed``) and store the rows; ``only`` restricts the run to cells whose attributes take the given
-    values (see ``cells.select``)."""
+    values (see ``cells.select``). ``retime`` redoes every selected cell like ``force`` but reuses the stored
+    checkpoints: the export, output check, timing and runtime accuracy are measured again, nothing is trained."""
+    if force and retime:
+        raise ValueError("run: force rebuilds the checkpoints that retime reuses; choose one")
     registry = registry or load_plugins()
     owned = not isinstance(store, Store)
     db = Store(store or DEFAULT_STORE) if owned else store
     progress = progress or NullProgress()
     policy = leases or LeasePolicy()
     try:
-        cells, todo, seen = _plan(spec, db, registry, force=force, only=only, retry_failed=retry_failed)
+        cells, todo, seen = _plan(spec, db, registry, force=force or retime, only=only,
+                                  retry_failed=retry_failed)
         db.fill_seeds({c.key: c.prune.train.seed for c in cells})
         summary = RunSummary(spec.name, None, len(cells), len(cells) - len(todo))
         if not todo:

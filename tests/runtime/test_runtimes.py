@@ -249,3 +249,11 @@ def test_engine_abort_in_probe_is_reported(monkeypatch, tmp_path) -> None:
 
     monkeypatch.setattr(deepsparse_rt.subprocess, "run", fine_run)
     assert not deepsparse_rt.diagnose_fallbacks(tmp_path / "m.onnx", 2, [np.zeros((2, 3), np.float32)])["crashed"]
+
+
+def test_onnxruntime_sessions_do_not_spin_and_say_so(tiny, tmp_path) -> None:
+    """A timed pair is two sessions with their own pools; spinning idle threads steal the running one's cores."""
+    session = _prepare("onnxruntime", tiny, tmp_path)
+    options = session._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session.info["intra_op_spinning"] is False

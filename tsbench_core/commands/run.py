@@ -24,6 +24,7 @@ EXAMPLES = (
     "tsbench run specs/quickstart.json                   # resumable; prints a results table per spec",
     "tsbench run specs/quickstart.json --dry-run         # list the cells: run or cached",
     "tsbench run specs/paper/*.json --only model=informer --only pred_len=96,192",
+    "tsbench run specs/study/etth1_dlinear.json --only runtime=onnxruntime --retime   # measure again, no training",
     "tsbench run specs/paper/*.json --executor dask --local-workers 2",
 )
 
@@ -33,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=str(DEFAULT_STORE), metavar="FILE", help="SQLite results file")
     redo = parser.add_mutually_exclusive_group()
     redo.add_argument("--force", action="store_true", help="redo stored cells (and rebuild their checkpoints)")
+    redo.add_argument("--retime", action="store_true",
+                      help="redo stored cells' export, output check, timing and runtime accuracy on their stored "
+                           "checkpoints (nothing is trained): after a timing-protocol change or on another machine")
     redo.add_argument("--retry-failed", action="store_true",
                       help="run only the cells stored as failed (a plain run also retries them, and runs new cells)")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and counts, run nothing")
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             for spec in specs:
                 cells, todo = plan(spec, store, plugins, force=args.force, only=only,
-                                   retry_failed=args.retry_failed)
+                                   retry_failed=args.retry_failed, retime=args.retime)
                 listed = [{"key": c.key, "label": c.label(), "status": "run" if c in todo else "cached"}
                           for c in cells]
                 report.append({"spec": spec.name, "cells": listed, "total": len(cells), "to_run": len(todo),
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
             progress = NullProgress() if quiet else RichProgress(out)
             with progress:
                 summary = run_spec(spec, store, registry=plugins, force=args.force, data_dir=args.data_dir,
-                                   executor=executor, progress=progress, only=only, retry_failed=args.retry_failed)
+                                   executor=executor, progress=progress, only=only, retry_failed=args.retry_failed,
+                                   retime=args.retime)
             failed += summary.failed
             ran = summary.total - summary.cached - summary.elsewhere
             report.append({"spec": spec.name, "run_id": summary.run_id, "total": summary.total,
