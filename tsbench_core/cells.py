@@ -208,6 +208,7 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
     model_params = {id(m): _params(registry, "model", m.plugin, m.params) for m in spec.models}
     pruner_params = {id(e): _params(registry, "pruner", e.pruner, e.params) for e in spec.pruning}
     runtime_params = {id(r): _params(registry, "runtime", r.plugin, r.params) for r in spec.runtimes}
+    quantize_configs = {id(e.quantize): _quantize_config(registry, e.quantize) for e in spec.pruning if e.quantize}
     cells: list[Cell] = []
     for dataset in spec.datasets:
         for pred_len in dataset.pred_len:
@@ -230,7 +231,8 @@ def expand(spec: Spec, registry: Registry) -> list[Cell]:
                 for job, quantize, targets in jobs:
                     for runtime, batch_size in targets:
                         cells.append(Cell(spec.name, digest, job, runtime.plugin, runtime_params[id(runtime)],
-                                          batch_size, spec.timing, _quantize_config(registry, quantize)))
+                                          batch_size, spec.timing,
+                                          quantize_configs[id(quantize)] if quantize else None))
     return _unique(cells)
 
 

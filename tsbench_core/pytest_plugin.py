@@ -93,7 +93,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def cell_id(cell: Any, variant: str = "") -> str:
     """A readable id that ``-k`` can select (no ``@``, ``=`` or spaces): ``dataset-H<horizon>-model-seed<seed>-
-    pruner[-s<sparsity>][-ft<epochs>][-<variant>][-int8|-qat]-runtime-bs<batch>``."""
+    pruner[-s<sparsity>][-ft<epochs>][-<variant>][-<quantizer>]-runtime-bs<batch>``."""
     train = cell.prune.train
     parts = [train.dataset.plugin, f"H{train.pred_len}", train.model, f"seed{train.seed}", cell.prune.pruner]
     if cell.prune.pruner != "dense":
@@ -103,7 +103,7 @@ def cell_id(cell: Any, variant: str = "") -> str:
     if variant:
         parts.append(_id_safe(variant))
     if cell.quantize is not None:
-        parts.append("qat" if cell.quantize.method == "sparseml-qat" else "int8")
+        parts.append(cell.quantize.method)
     parts += [cell.runtime, f"bs{cell.batch_size}"]
     return "-".join(parts)
 

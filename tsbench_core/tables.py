@@ -124,6 +124,21 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
     return table
 
 
+SAMPLES_KEY = "samples_ms"  # the raw per-call latencies inside runtime_info's timing (and its pair)
+
+
+def without_samples(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with every raw latency list (``samples_ms``, at any depth of its dict columns) left out; the
+    summaries (median, IQR, p10/p90, outliers) stay. The store and ``tsbench dump`` keep the samples."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != SAMPLES_KEY}
+        return value
+
+    return {k: strip(v) for k, v in row.items()}
+
+
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(COLUMN_NAMES), extrasaction="ignore")

@@ -44,8 +44,8 @@ def test_int8_cell_is_the_same_cell_in_run_and_pytest(registry, pytester: pytest
     result.assert_outcomes(passed=2)  # the dense and the pruned INT8 cell, selected by -k
     benches = json.loads(out.read_text())["benchmarks"]
     options = "int8.calibration_batches_2.int8.tolerance_0.5"  # the non-default quantize options
-    assert {b["name"] for b in benches} == {f"synthetic-H8-dlinear-seed0-dense-{options}-int8-onnxruntime-bs4",
-                                            f"synthetic-H8-dlinear-seed0-magnitude-s0.5-{options}-int8-onnxruntime-bs4"}
+    assert {b["name"] for b in benches} == {f"synthetic-H8-dlinear-seed0-dense-{options}-static-int8-onnxruntime-bs4",
+                                            f"synthetic-H8-dlinear-seed0-magnitude-s0.5-{options}-static-int8-onnxruntime-bs4"}
     for bench in benches:
         info = bench["extra_info"]
         row = stored[info["cell_key"]]

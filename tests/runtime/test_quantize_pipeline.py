@@ -246,12 +246,13 @@ def test_report_shows_int8_beside_its_fp32_twin():
     assert cells["ΔMSE int8 vs fp32"] == "+4.0%"  # 0.52 / 0.5 - 1
     assert cells["MB int8 (compr.)"] == "0.001" and cells["MB fp32 (compr.)"] == "0.002"
     assert cells["int8 speedup vs dense fp32"] == "3.00×"
-    assert cells["pruner"] == "magnitude+int8"
+    assert cells["pruner"] == "magnitude+static-int8"
     qat = {**int8, "quantize": "sparseml-qat", "mse": 0.49}
     qat_rows = int8_table(Section("s", "d", 8, 16, [dense, fp32, int8, qat])).rows
-    assert sorted(r[1] for r in qat_rows) == ["magnitude+int8", "magnitude+int8-qat"]  # the two methods told apart
+    # the two methods told apart
+    assert sorted(r[1] for r in qat_rows) == ["magnitude+sparseml-qat", "magnitude+static-int8"]
     # fp32 and int8 cells of the same job are separate latency rows, the int8 one labelled
-    assert [row[1] for row in latency_table(section).rows] == ["dense", "magnitude", "magnitude+int8"]
+    assert [row[1] for row in latency_table(section).rows] == ["dense", "magnitude", "magnitude+static-int8"]
     assert size_tradeoff(section) is not None
     plain = Section("s", "d", 8, 16, [dense, fp32])
     assert int8_table(plain) is None and size_tradeoff(plain) is None

@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument("--benchmark-json", action="append", metavar="FILE",
                         help="pytest-benchmark JSON file to plot beside the store; repeat for several")
+    parser.add_argument("--no-samples", action="store_true",
+                        help="results.csv without the raw per-call latencies (as `tsbench results --no-samples`)")
     parser.add_argument("--json", action="store_true", help="print the written files as a JSON list")
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UserError(f"reports need matplotlib: {exc}") from None
     written = write_report(store_path=Path(args.store), spec_name=args.spec, out_dir=Path(args.out),
-                           benchmark_json=[Path(p) for p in args.benchmark_json or []])
+                           benchmark_json=[Path(p) for p in args.benchmark_json or []], samples=not args.no_samples)
     if args.json:
         print_json([str(path) for path in written])
     else:

@@ -19,6 +19,7 @@ EXAMPLES = (
     "tsbench results --format markdown --spec quickstart",
     "tsbench results --format jsonl | jq .mse         # one JSON object per cell, every column",
     "tsbench results --failed                         # failed cells: error and traceback",
+    "tsbench results --format csv --no-samples > results.csv   # every column, without raw timing samples",
 )
 
 
@@ -29,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="table: one line per setting over its seeds (mean ± sd, n, ΔMSE vs its dense "
                              "reference), for people; markdown: the same for documents; csv/jsonl: every column of "
                              "every row (one per seed), for programs")
+    parser.add_argument("--no-samples", action="store_true",
+                        help="csv/jsonl: leave the raw per-call latencies (samples_ms) out of runtime_info; their "
+                             "median, IQR, p10/p90 and outlier counts stay (the store and `tsbench dump` keep them)")
     parser.add_argument("--failed", action="store_true",
                         help="only the failed cells; as a table: each one's error and traceback (the details "
                              "column); rerun them with `tsbench run --retry-failed`")
@@ -36,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tsbench_core.store import Store
-    from tsbench_core.tables import rich_table, to_csv, to_jsonl, to_markdown
+    from tsbench_core.tables import rich_table, to_csv, to_jsonl, to_markdown, without_samples
 
     if not Path(args.store).exists():
         raise UserError(f"no results store at {args.store}; run a spec first or pass --store PATH")
@@ -45,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             known = ", ".join(store.spec_names()) or "none"
             raise UserError(f"--spec {args.spec!r}: no rows for that spec in {args.store} (stored specs: {known})")
         rows = store.rows(args.spec)
+    if args.no_samples:
+        rows = [without_samples(r) for r in rows]
     if args.failed:
         rows = [r for r in rows if r.get("status") == "failed"]
         if args.format == "table":

@@ -20,7 +20,7 @@ from tsbench_core.report.markdown import render_markdown
 from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure
 from tsbench_core.report.summary import summary_table
 from tsbench_core.report.tables import accuracy_table, environment_tables, failures_table, int8_table, latency_table
-from tsbench_core.tables import to_csv
+from tsbench_core.tables import to_csv, without_samples
 
 __all__ = ["write_report"]
 
@@ -30,10 +30,12 @@ _NOISE = ("Latencies are medians over the spec's timing repeats, measured on the
           "absolute times.")
 
 
-def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchmark_json: list[Path]) -> list[Path]:
+def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchmark_json: list[Path], *,
+                 samples: bool = True) -> list[Path]:
     """Write the report of ``spec_name`` (every spec when ``None``) from the store at ``store_path``.
 
-    ``benchmark_json``: pytest-benchmark JSON files shown beside the store. Returns the files written.
+    ``benchmark_json``: pytest-benchmark JSON files shown beside the store; ``samples``: keep the raw latencies
+    in results.csv. Returns the files written.
     Raises ``UserError`` for a missing or empty store, an unknown spec name or an unreadable JSON file.
     """
     data = load_report_data(Path(store_path), spec_name)
@@ -45,7 +47,8 @@ def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchma
     title = f"tsbench report — {spec_name or ', '.join(sorted({s.spec_name for s in data.sections}))}"
     written.append(write_text_atomic(out_dir / "report.md", render_markdown(blocks)))
     written.append(write_text_atomic(out_dir / "report.html", render_html(blocks, title)))
-    written.append(write_text_atomic(out_dir / "results.csv", to_csv(data.rows)))
+    csv_rows = data.rows if samples else [without_samples(r) for r in data.rows]
+    written.append(write_text_atomic(out_dir / "results.csv", to_csv(csv_rows)))
     return written
 
 

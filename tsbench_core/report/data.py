@@ -154,12 +154,12 @@ def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pruner_label(row: Row) -> str:
-    """The pruner of a row, with ``+int8`` for post-training INT8 cells and ``+int8-qat`` for QAT ones, and its
+    """The pruner of a row, with ``+<quantizer>`` for INT8 cells (``magnitude+static-int8``), and its
     non-default pruner/INT8 options (``variants.pruning_part``) in parentheses."""
     name = str(row.get("pruner") or "?")
     options = pruning_part(row.get("variant"))
     if row.get("quantize"):
-        name = f"{name}+int8-qat" if row["quantize"] == "sparseml-qat" else f"{name}+int8"
+        name = f"{name}+{row['quantize']}"
     return f"{name} ({options})" if options else name
 
 

@@ -96,7 +96,7 @@ def _seed_note(groups: Sequence[SeedGroup]) -> str:
 
 
 def series_label(row: Row) -> str:
-    """Pruner (with ``+int8``) and, when fine-tuned, ``ft N ep``: what one curve of one model is."""
+    """Pruner (with ``+<quantizer>``) and, when fine-tuned, ``ft N ep``: what one curve of one model is."""
     label = pruner_label(row)
     if row.get("fine_tuned"):
         epochs = _fine_tune_epochs(row)
