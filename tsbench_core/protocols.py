@@ -176,6 +176,9 @@ class PruneResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+TRAINED_WHILE_PRUNING = "training"  # prune_info key: the outcome of the training a pruner ran via context.train
+
+
 @runtime_checkable
 class PrunerPlugin(Plugin, Protocol):
     structure: PruneStructure

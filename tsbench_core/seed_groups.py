@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsbench_core.cells import DENSE
+from tsbench_core.protocols import TRAINED_WHILE_PRUNING
 from tsbench_core.seed_stats import Spread, paired_p_value, spread, verdict
 from tsbench_core.store import STATUS_OK
 
@@ -91,6 +92,12 @@ def is_dense_reference(row: Row) -> bool:
 def is_plain_dense(row: Row) -> bool:
     """The fp32 trained dense model itself (no fine-tuning)."""
     return is_dense_reference(row) and not row.get("fine_tuned")
+
+
+def trained_after_pruning(row: Row) -> bool:
+    """Fine-tuned, or pruned by a pruner that trains (gradual magnitude records its training): not one-shot."""
+    info = row.get("prune_info")
+    return bool(row.get("fine_tuned")) or (isinstance(info, dict) and TRAINED_WHILE_PRUNING in info)
 
 
 def is_control(row: Row) -> bool:

@@ -30,7 +30,7 @@ from tsbench_core.report.data import (
     pruner_label,
     sparsity_of,
 )
-from tsbench_core.seed_groups import SeedGroup, group_over_seeds, is_dense_reference
+from tsbench_core.seed_groups import SeedGroup, group_over_seeds, is_dense_reference, trained_after_pruning
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -135,19 +135,20 @@ def _legends(fig: Figure, models: Palette, colours: Palette, colour_title: str, 
 
 
 def _tuning_handles(groups: Sequence[SeedGroup]) -> list[Line2D]:
-    """Legend entries for the line styles, when both one-shot and fine-tuned settings are drawn."""
-    kinds = {bool(g.first.get("fine_tuned")) for g in groups if not is_dense_reference(g.first)}
+    """Legend entries for the line styles, when both one-shot and trained settings are drawn."""
+    kinds = {trained_after_pruning(g.first) for g in groups if not is_dense_reference(g.first)}
     if len(kinds) < 2:
         return []
     return [Line2D([], [], color="dimgrey", linestyle="--", label="one-shot"),
-            Line2D([], [], color="dimgrey", linestyle="-", label="fine-tuned")]
+            Line2D([], [], color="dimgrey", linestyle="-", label="fine-tuned / pruned while training")]
 
 
 def mse_vs_density(section: Section) -> Figure | None:
     """Small multiples, one panel per model: test MSE against density (fraction of prunable weights kept, log
-    scale, falling to the right), one line per pruner and fine-tuning (colour per pruner, solid fine-tuned, dashed
-    one-shot; mean over seeds with a ± sd band), the dense model as a black dashed line with its ± sd band and each
-    dense control (dense + the same fine-tuning) as a dotted line."""
+    scale, falling to the right), one line per pruner and fine-tuning (colour per pruner; solid when trained after
+    pruning, i.e. fine-tuned or pruned while training, dashed one-shot; mean over seeds with a ± sd band), the
+    dense model as a black dashed line with its ± sd band and each dense control (dense + the same fine-tuning)
+    as a dotted line."""
     groups = [g for g in accuracy_groups(section.ok_rows) if g.spread("mse") is not None]
     models = list(dict.fromkeys(g.first["model"] for g in groups))
     if not models:
@@ -164,7 +165,7 @@ def mse_vs_density(section: Section) -> Figure | None:
             x, y, sd = (np.array([p[k] for p in pts]) for k in range(3))
             colour = pruners[pruner_label(members[0].first)]
             ax.plot(x, y, color=colour, marker="o", markersize=4,
-                    linestyle="-" if members[0].first.get("fine_tuned") else "--", label=curve)
+                    linestyle="-" if trained_after_pruning(members[0].first) else "--", label=curve)
             if sd.any():
                 ax.fill_between(x, y - sd, y + sd, color=colour, alpha=0.18, linewidth=0)
         for control in (g for g in mine if is_dense_reference(g.first)):

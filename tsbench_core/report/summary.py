@@ -1,5 +1,5 @@
 """The summary that opens a report: per model, how far it prunes within 1 %, 5 % and 10 % of its dense reference
-(one-shot and fine-tuned), and the fastest setting within 5 % on each runtime."""
+(one-shot, and trained: fine-tuned or pruned while training), and the fastest setting within 5 % on each runtime."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tsbench_core.seed_groups import (
     is_dense_reference,
     is_plain_dense,
     reference_values,
+    trained_after_pruning,
 )
 
 THRESHOLDS = (1.0, 5.0, 10.0)  # percent MSE increase over the dense reference
@@ -30,19 +31,19 @@ def mean_change(group: SeedGroup, references: dict[tuple[Any, ...], Reference]) 
     return None if relative is None else relative.mean
 
 
-def _prunes(group: SeedGroup, fine_tuned: bool) -> bool:
-    """A pruned fp32 setting, fine-tuned or one-shot as asked."""
+def _prunes(group: SeedGroup, trained: bool) -> bool:
+    """A pruned fp32 setting, trained after pruning (``trained_after_pruning``) or one-shot as asked."""
     row = group.first
-    return not is_dense_reference(row) and not row.get("quantize") and bool(row.get("fine_tuned")) == fine_tuned
+    return not is_dense_reference(row) and not row.get("quantize") and trained_after_pruning(row) == trained
 
 
 def highest_sparsity(groups: list[SeedGroup], references: dict[tuple[Any, ...], Reference], within: float,
-                     fine_tuned: bool) -> SeedGroup | None:
+                     trained: bool) -> SeedGroup | None:
     """The pruned fp32 group of the highest achieved sparsity whose mean MSE change is at most ``within`` %."""
     best: SeedGroup | None = None
     for group in groups:
         row = group.first
-        if not _prunes(group, fine_tuned):
+        if not _prunes(group, trained):
             continue
         change = mean_change(group, references)
         if change is not None and change <= within and (best is None or sparsity_of(row) > sparsity_of(best.first)):
@@ -94,21 +95,21 @@ def summary_table(section: Section) -> Table | None:
     for model in models:
         mine = [g for g in accuracy if g.first.get("model") == model]
         line = [str(model)]
-        for fine_tuned in (False, True):
-            if not any(_prunes(g, fine_tuned) for g in mine):  # no such rows, unlike rows that all miss
+        for trained in (False, True):
+            if not any(_prunes(g, trained) for g in mine):  # no such rows, unlike rows that all miss
                 line += ["–"] * len(THRESHOLDS)
                 continue
-            line += [_setting(highest_sparsity(mine, references, t, fine_tuned), missing="none within")
+            line += [_setting(highest_sparsity(mine, references, t, trained), missing="none within")
                      for t in THRESHOLDS]
         for runtime in runtimes:
             on_runtime = [g for g in timed if g.first.get("model") == model and g.first.get("runtime") == runtime]
             line.append(_setting(fastest_within(on_runtime, references), with_speedup=True))
         body.append(line)
-    headers = ["model", *[f"one-shot ≤{t:g} %" for t in THRESHOLDS], *[f"fine-tuned ≤{t:g} %" for t in THRESHOLDS],
+    headers = ["model", *[f"one-shot ≤{t:g} %" for t in THRESHOLDS], *[f"trained ≤{t:g} %" for t in THRESHOLDS],
                *[f"fastest ≤{FAST_WITHIN:g} %: {rt}" for rt in runtimes]]
     title = (f"Summary — {section.title}: highest achieved sparsity (and pruner) whose mean test MSE stays within "
-             f"1/5/10 % of its dense reference (fine-tuned: the dense model given the same fine-tuning; – no such "
-             f"rows), and the "
+             f"1/5/10 % of its dense reference, one-shot and trained (fine-tuned, against the dense model given the "
+             f"same fine-tuning, or pruned while training, e.g. gradual magnitude; – no such rows), and the "
              f"setting of lowest latency per window within {FAST_WITHIN:g} % on each runtime (speedup vs dense; "
              f"ft = fine-tuned)")
     return Table(title, headers, body, [False] * len(headers))

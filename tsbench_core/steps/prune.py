@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 from tsbench_core.data import Batch, DatasetSplits, DataShape, example_inputs, seed_offset
 from tsbench_core.errors import CellError, UserError
 from tsbench_core.progress import Progress
-from tsbench_core.protocols import PruneContext, PruneResult, time_encoding_of
+from tsbench_core.protocols import TRAINED_WHILE_PRUNING, PruneContext, PruneResult, time_encoding_of
 from tsbench_core.spec import FineTuneConfig, TrainingConfig
 from tsbench_core.steps.train import train_model
 
@@ -58,13 +59,23 @@ def prune_and_fine_tune(
     fine_tune: FineTuneConfig | None,
     context: PruneContext,
 ) -> tuple[PruneResult, dict[str, Any] | None]:
-    """Prune, then fine-tune when asked; returns the result and the fine-tuning outcome."""
+    """Prune, then fine-tune when asked; returns the result and the fine-tuning outcome. A pruner that trains
+    (through ``context.train``, e.g. gradual magnitude) gets its last training outcome recorded in its info under
+    ``TRAINED_WHILE_PRUNING``, so reports never read it as one-shot."""
+    outcomes: list[dict[str, Any]] = []
+
+    def recorded_train(model: nn.Module, **kwargs: Any) -> dict[str, Any]:
+        outcomes.append(context.train(model, **kwargs))
+        return outcomes[-1]
+
     try:
-        result = pruner.prune(model, sparsity, pruner_params, context)
+        result = pruner.prune(model, sparsity, pruner_params, dataclasses.replace(context, train=recorded_train))
     except CellError:
         raise
     except Exception as exc:
         raise CellError(f"pruner {pruner.name!r} failed on {context.model_name}: {type(exc).__name__}: {exc}") from exc
+    if outcomes:
+        result.info.setdefault(TRAINED_WHILE_PRUNING, outcomes[-1])
     outcome = None
     if fine_tune is not None:
         outcome = context.train(result.model, epochs=fine_tune.epochs, lr=fine_tune.lr,
