@@ -45,6 +45,8 @@ class ITransformerParams(PluginParams):
 class ITransformer(nn.Module):
     """``forward(x_enc, x_mark_enc, ...) -> [B, pred_len, enc_in]``; decoder inputs are unused."""
 
+    deploy: bool = False
+
     def __init__(self, seq_len: int, pred_len: int, enc_in: int, d_model: int = 128, n_heads: int = 8,
                  e_layers: int = 2, d_ff: int = 128, dropout: float = 0.1, activation: str = "gelu",
                  use_marks: bool = True) -> None:
@@ -64,6 +66,18 @@ class ITransformer(nn.Module):
         )
         self.projection = nn.Linear(d_model, pred_len)
 
+    def set_deploy_form(self, enabled: bool) -> None:
+        self.deploy = bool(enabled)
+
+    def _variate_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The variate tokens without the mark tokens, before the (per-token) projection: same result, less work.
+        The deploy form selects them with a constant 0/1 matmul (exact): DeepSparse 1.8 aborts compiling
+        LayerNorm -> Slice -> MatMul at batch 1 (gemm_utils.cpp:38) and runs a Gather outside its engine."""
+        if not self.deploy:
+            return hidden[:, : self.enc_in, :]
+        pick = torch.eye(hidden.shape[1], self.enc_in, dtype=hidden.dtype, device=hidden.device)
+        return (hidden.transpose(1, 2) @ pick).transpose(1, 2)
+
     def forward(self, x_enc: torch.Tensor, x_mark_enc: torch.Tensor | None = None,
                 x_dec: torch.Tensor | None = None, x_mark_dec: torch.Tensor | None = None) -> torch.Tensor:
         x, mean, std = self.instance_norm.normalize(x_enc)
@@ -71,8 +85,7 @@ class ITransformer(nn.Module):
         if self.use_marks and x_mark_enc is not None:
             tokens = torch.cat([tokens, x_mark_enc.transpose(1, 2)], dim=1)
         hidden = self.encoder(self.embedding_dropout(self.embedding(tokens)))
-        # drop the mark tokens before the (per-token) projection: same result, less work
-        forecast = self.projection(hidden[:, : self.enc_in, :]).transpose(1, 2)
+        forecast = self.projection(self._variate_tokens(hidden)).transpose(1, 2)
         return self.instance_norm.denormalize(forecast, mean, std)
 
 

@@ -61,3 +61,24 @@ def test_transformer_deploy_form_on_deepsparse(sparsity: float, etth1_batches, t
         assert verify_session(session, model, etth1_batches, atol=1e-4, rtol=0.0) <= 1e-4
     finally:
         session.close()
+
+
+def test_itransformer_compiles_and_matches_at_batch_1_on_deepsparse(etth1_batches, tmp_path) -> None:
+    """DeepSparse 1.8 aborted compiling iTransformer at batch 1 (gemm_utils.cpp:38, LayerNorm -> Slice -> MatMul
+    before the projection; the study's 21 failed cells); its deploy form now selects the variate tokens by a
+    constant matmul."""
+    plugin = REGISTRY.get("runtime", "deepsparse")
+    available = plugin.availability()
+    if not available.available:
+        pytest.skip(f"deepsparse unavailable here: {available.reason}")
+    model_plugin = REGISTRY.get("model", "itransformer")
+    torch.manual_seed(0)
+    model = model_plugin.build(model_plugin.params_model(), ETTH1).eval()
+    batches = [tuple(a[i : i + 1] for a in etth1_batches[0]) for i in range(3)]
+    example = tuple(torch.from_numpy(a) for a in batches[0])
+    session = plugin.prepare(model, example, plugin.params_model(), threads=1, workdir=tmp_path)
+    try:
+        assert session.info["fraction_of_supported_ops"] == 1.0
+        assert verify_session(session, model, batches, atol=1e-4, rtol=1e-4) <= 1e-3
+    finally:
+        session.close()
