@@ -53,7 +53,7 @@ EPOCH_S = {
     # docs/reproduction.md: one epoch in 3487 s including a 12-minute pause, shared machine
     "crossformer": 3487 - 12 * 60,
 }
-# torch-eager dense latency of one batch of 32 (ms): docs/performance.md, "Sparse + INT8, all eight models
+# torch-eager dense latency of one batch of 32 (ms): docs/performance_history.md, "Sparse + INT8, all eight models
 # (2026-12-01, AMD EPYC)", column "torch-eager dense fp32 ms", the 1x1 rows
 EAGER_MS = {"transformer": 506.7, "informer": 543.6, "autoformer": 636.0, "fedformer": 674.0,
             "crossformer": 880.1, "patchtst": 136.3, "itransformer": 7.6, "dlinear": 0.9}
