@@ -59,6 +59,7 @@ def test_settings_are_picked_per_seed_and_summarised(tmp_path: Path) -> None:
     baselines = "\n".join(figures.dense_baselines(loaded, ["m"]))
     assert f"{statistics.mean(dense_mse):.4f} ± {statistics.stdev(dense_mse):.4f} (n = 3)" in baselines
     assert "7 (4), 7 (4), 7 (4)" in baselines  # best_epoch is 0-based
+    assert f"not in this CSV ({len(loaded)})" in baselines  # a CSV from before results had cpu columns
 
     structured = next(line for line in figures.structured_table(loaded, "m") if line.startswith("| 48.8%"))
     cells = [c.strip() for c in structured.strip("|").split("|")]

@@ -11,6 +11,7 @@ import csv
 import json
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -55,12 +56,15 @@ def column(rows: list[Row], name: str) -> list[float | None]:
 
 
 def dense_baselines(rows: list[Row], models: list[str]) -> list[str]:
-    out = ["| model | test MSE | test MAE | epochs run (best) per seed |", "|---|---|---|---|"]
+    out = ["| model | test MSE | test MAE | epochs run (best) per seed | rows timed on |", "|---|---|---|---|---|"]
     for model in models:
         dense = sorted(pick(rows, model, pruner="dense"), key=lambda r: r["seed"])
         epochs = [json.loads(r["train_info"] or "{}") for r in dense]
         runs = ", ".join(f"{e.get('epochs_run')} ({e.get('best_epoch', -1) + 1})" for e in epochs)
-        out.append(f"| {model} | {mean_sd(column(dense, 'mse'))} | {mean_sd(column(dense, 'mae'))} | {runs} |")
+        cpus = Counter(r.get("cpu_label") or "not in this CSV" for r in rows if r["model"] == model)
+        timed_on = "; ".join(f"{label} ({n})" for label, n in cpus.most_common())
+        out.append(f"| {model} | {mean_sd(column(dense, 'mse'))} | {mean_sd(column(dense, 'mae'))} | {runs} "
+                   f"| {timed_on} |")
     return out
 
 
