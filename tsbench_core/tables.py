@@ -124,6 +124,7 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Any:
     return table
 
 
+DERIVED_COLUMNS = ("cpu_fingerprint", "cpu_label")  # report/machines.with_cpu: the CPU of a row's run
 SAMPLES_KEY = "samples_ms"  # the raw per-call latencies inside runtime_info's timing (and its pair)
 
 
@@ -141,7 +142,8 @@ def without_samples(row: dict[str, Any]) -> dict[str, Any]:
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(COLUMN_NAMES), extrasaction="ignore")
+    derived = [c for c in DERIVED_COLUMNS if any(c in row for row in rows)]
+    writer = csv.DictWriter(out, fieldnames=[*COLUMN_NAMES, *derived], extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items()})

@@ -39,6 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tsbench_core.report.machines import with_cpu
     from tsbench_core.store import Store
     from tsbench_core.tables import rich_table, to_csv, to_jsonl, to_markdown, without_samples
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if args.spec and args.spec not in store.spec_names():
             known = ", ".join(store.spec_names()) or "none"
             raise UserError(f"--spec {args.spec!r}: no rows for that spec in {args.store} (stored specs: {known})")
-        rows = store.rows(args.spec)
+        rows = with_cpu(store.rows(args.spec), store.runs())
     if args.no_samples:
         rows = [without_samples(r) for r in rows]
     if args.failed:

@@ -13,9 +13,10 @@ from matplotlib.figure import Figure as MplFigure
 
 from tsbench_core.files import write_text_atomic
 from tsbench_core.report.benchjson import BenchEntry, benchmark_table, load_benchmark_json
-from tsbench_core.report.data import ReportData, latest_environment, load_report_data
+from tsbench_core.report.data import ReportData, load_report_data
 from tsbench_core.report.document import Block, Bullets, Figure, Heading, Text, run_summary
 from tsbench_core.report.html import render_html
+from tsbench_core.report.machines import Machine, machines, rows_per_machine, with_cpu
 from tsbench_core.report.markdown import render_markdown
 from tsbench_core.report.plots import PLOTS, benchmark_medians, save_figure
 from tsbench_core.report.summary import summary_table
@@ -47,7 +48,7 @@ def write_report(store_path: Path, spec_name: str | None, out_dir: Path, benchma
     title = f"tsbench report — {spec_name or ', '.join(sorted({s.spec_name for s in data.sections}))}"
     written.append(write_text_atomic(out_dir / "report.md", render_markdown(blocks)))
     written.append(write_text_atomic(out_dir / "report.html", render_html(blocks, title)))
-    csv_rows = data.rows if samples else [without_samples(r) for r in data.rows]
+    csv_rows = with_cpu(data.rows if samples else [without_samples(r) for r in data.rows], data.runs)
     written.append(write_text_atomic(out_dir / "results.csv", to_csv(csv_rows)))
     return written
 
@@ -61,11 +62,19 @@ def _blocks(data: ReportData, entries: list[BenchEntry], out_dir: Path, written:
     ]
     if data.runs:
         blocks.append(Bullets(run_summary(data.runs)))
+    cpus = machines(data.runs, data.rows)
+    if len(cpus) > 1:
+        blocks.append(Text(f"These rows were measured on {len(cpus)} different CPUs (told apart by CPU "
+                           "fingerprint, see Environments). Latencies and speedups compare only between rows of "
+                           "one CPU; each section names the CPUs of its rows."))
     summaries = [t for t in (summary_table(s) for s in data.sections) if t is not None]
     if summaries:
         blocks += [Heading(2, "Summary"), *summaries]
     for section in data.sections:
-        blocks += [Heading(2, section.title), accuracy_table(section), latency_table(section)]
+        blocks.append(Heading(2, section.title))
+        if len(cpus) > 1:
+            blocks.append(Text(_measured_on(rows_per_machine(data.runs, section.rows))))
+        blocks += [accuracy_table(section), latency_table(section)]
         int8 = int8_table(section)
         if int8 is not None:
             blocks.append(int8)
@@ -83,9 +92,27 @@ def _blocks(data: ReportData, entries: list[BenchEntry], out_dir: Path, written:
         if fig is not None:
             blocks.append(_figure(fig, plots, "pytest_benchmark", "pytest-benchmark median times per file",
                                   written))
-    env_tables = environment_tables(latest_environment(data.runs))
-    if env_tables:
-        blocks += [Heading(2, "Environment (most recent run)"), *env_tables]
+    return blocks + _environment_blocks(cpus)
+
+
+def _measured_on(counts: list[tuple[str, int]]) -> str:
+    text = "Measured on " + "; ".join(f"{label} ({n} row{'s' * (n != 1)})" for label, n in counts) + "."
+    if len(counts) > 1:
+        text += " This section mixes CPUs: compare its latencies only between rows of one CPU."
+    return text
+
+
+def _environment_blocks(cpus: list[Machine]) -> list[Block]:
+    """One machine: its most recent run's environment. Several: each CPU's, with its runs and row count."""
+    if len(cpus) == 1:
+        tables = environment_tables(cpus[0].environment)
+        return [Heading(2, "Environment (most recent run)"), *tables] if tables else []
+    blocks: list[Block] = [Heading(2, f"Environments ({len(cpus)} CPUs)")] if cpus else []
+    for cpu in cpus:
+        blocks += [Heading(3, cpu.label),
+                   Text(f"{cpu.rows} rows from {len(cpu.run_ids)} runs ({', '.join(cpu.run_ids)}); "
+                        "the tables are those of its most recent run."),
+                   *environment_tables(cpu.environment)]
     return blocks
 
 

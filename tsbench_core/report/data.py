@@ -145,14 +145,6 @@ def failures(rows: Iterable[Row]) -> list[Row]:
     return [r for r in rows if r.get("status") != STATUS_OK]
 
 
-def latest_environment(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Environment of the most recent run (the store sorts runs by start time)."""
-    for run in reversed(runs):
-        if run.get("environment"):
-            return run["environment"]
-    return {}
-
-
 def pruner_label(row: Row) -> str:
     """The pruner of a row, with ``+<quantizer>`` for INT8 cells (``magnitude+static-int8``), and its
     non-default pruner/INT8 options (``variants.pruning_part``) in parentheses."""

@@ -207,6 +207,11 @@ def environment_tables(env: dict[str, Any]) -> list[Table]:
             "tsbench", "torch", "numpy")
     machine = [[k, _one_line(", ".join(env[k]) if isinstance(env.get(k), list) else env.get(k))]
                for k in keys if k in env]
+    cpu = env.get("cpu") or {}
+    if cpu.get("family") is not None:  # the model name alone does not tell CPU generations apart
+        generation = f"{cpu['family']} / {cpu.get('model')} / {cpu.get('stepping')}"
+        at = next((i + 1 for i, (k, _) in enumerate(machine) if k == "cpu_model"), len(machine))
+        machine.insert(at, ["cpu_family_model_stepping", generation])
     tables = [Table("Machine and software", ["item", "value"], machine, [False, False])]
     runtimes = env.get("runtimes") or {}
     if runtimes:
