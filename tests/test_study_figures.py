@@ -71,3 +71,18 @@ def test_one_value_says_n_1_and_nothing_says_a_dash() -> None:
     figures = _figures()
     assert figures.mean_sd([0.5]) == "0.5000 (n = 1)"
     assert figures.mean_sd([None, None]) == "–"
+
+
+def test_a_budget_takes_the_best_setting_whose_every_seed_fits(tmp_path: Path) -> None:
+    figures = _figures()
+    rows = [_row(pruner="dense", runtime="deepsparse", seed=1, mse=0.38, latency_ms_median=40.0),
+            _row(pruner="dense", runtime="deepsparse", seed=2, mse=0.39, latency_ms_median=60.0),  # one seed over 50
+            _row(pruner="magnitude", runtime="deepsparse", seed=1, target_sparsity="0.9", mse=0.45,
+                 latency_ms_median=10.0),
+            _row(pruner="magnitude", runtime="deepsparse", seed=2, target_sparsity="0.9", mse=0.47,
+                 latency_ms_median=12.0)]
+    loaded = figures.load(_csv(tmp_path / "b.csv", rows))
+    lines = {line.split("|")[1].strip(): line for line in figures.budget_table(loaded, (5.0, 50.0, 100.0))}
+    assert "none" in lines["5"]
+    assert "m magnitude 90.0% deepsparse" in lines["50"] and f"{statistics.mean([0.45, 0.47]):.4f}" in lines["50"]
+    assert "m dense deepsparse" in lines["100"] and "2 of 2" in lines["100"]

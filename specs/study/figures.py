@@ -19,6 +19,7 @@ Row = dict[str, str]
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "docs" / "study" / "results.csv"
 # the one-shot grid's sparsities nearest the fine-tuned ones: 1 - 0.8**3, 1 - 0.8**10, and 0.05 density
 ONE_SHOT = ("0.488", "0.892626", "0.95")
+BUDGETS_MS = (1.0, 5.0, 20.0, 50.0, 200.0)
 STRUCTURED_GRID = ("0.2", "0.36", "0.488", "0.5904", "0.67232", "0.737856", "0.790285", "0.832228", "0.865782",
                    "0.892626", "0.95")
 
@@ -136,6 +137,9 @@ def speed_settings(model: str) -> list[tuple[str, dict]]:
             (f"structured 50 % + FT, torch-compile, batch {batch}",
              dict(pruner="structured", runtime="torch-compile", batch=batch, target="0.5", fine_tuned=True)),
         ]
+    settings.append(("magnitude 90 % + FT, INT8, DeepSparse, batch 32",
+                     dict(pruner="magnitude", runtime="deepsparse", batch="32", target="0.9", fine_tuned=True,
+                          int8=True)))
     settings.append(("dense INT8 vs dense fp32, DeepSparse, batch 32",
                      dict(pruner="dense", runtime="deepsparse", batch="32", int8=True)))
     return settings
@@ -152,10 +156,42 @@ def speed_table(rows: list[Row], models: list[str]) -> list[str]:
     return out
 
 
+def setting_label(row: Row) -> str:
+    sparsity = float(row["target_sparsity"] or 0)
+    parts = [row["model"], row["pruner"] + (f" {sparsity:.1%}" if sparsity else ""),
+             "+ FT" if row["fine_tune"] else "", "INT8" if row["quantize"] else "", row["runtime"]]
+    return " ".join(p for p in parts if p)
+
+
+def budget_table(rows: list[Row], budgets_ms: tuple[float, ...] = BUDGETS_MS) -> list[str]:
+    """Per latency budget (batch of 32), the setting with the lowest mean test MSE over its seeds among those
+    whose every seed's median latency is within the budget; settings are grouped over seeds."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for r in rows:
+        if r["batch_size"] == "32" and r["latency_ms_median"]:
+            key = (r["model"], r["pruner"], r["target_sparsity"], r["fine_tune"], r["quantize"], r["runtime"],
+                   r["variant"])
+            groups.setdefault(key, []).append(r)
+    out = ["| budget (ms per batch of 32) | best setting | test MSE | median latency, ms | settings within |",
+           "|---|---|---|---|---|"]
+    for budget in budgets_ms:
+        within = [g for g in groups.values() if all(float(r["latency_ms_median"]) <= budget for r in g)]
+        if not within:
+            out.append(f"| {budget:g} | none | – | – | 0 |")
+            continue
+        # equal MSE to 6 digits (the same weights on two runtimes): the faster setting wins
+        best = min(within, key=lambda g: (round(statistics.mean(float(r["mse"]) for r in g), 6),
+                                          statistics.mean(float(r["latency_ms_median"]) for r in g)))
+        out.append(f"| {budget:g} | {setting_label(best[0])} | {mean_sd(column(best, 'mse'))} | "
+                   f"{mean_sd(column(best, 'latency_ms_median'), 2)} | {len(within)} of {len(groups)} |")
+    return out
+
+
 def main(argv: list[str]) -> int:
     rows = load(Path(argv[0]) if argv else DEFAULT_CSV)
     models = sorted({r["model"] for r in rows})
-    blocks = [dense_baselines(rows, models), accuracy_table(rows, models), speed_table(rows, models)]
+    blocks = [dense_baselines(rows, models), accuracy_table(rows, models), speed_table(rows, models),
+              budget_table(rows)]
     blocks += [structured_table(rows, m) for m in models if pick(rows, m, pruner="structured",
                                                                   runtime="onnxruntime")]
     print("\n\n".join("\n".join(b) for b in blocks))
