@@ -120,7 +120,7 @@ def structured_table(rows: list[Row], model: str) -> list[str]:
     return out
 
 
-def speed_settings(model: str) -> list[tuple[str, dict]]:
+def speed_settings() -> list[tuple[str, dict]]:
     settings = []
     for batch in ("32", "1"):
         settings += [
@@ -147,7 +147,7 @@ def speed_settings(model: str) -> list[tuple[str, dict]]:
 
 def speed_table(rows: list[Row], models: list[str]) -> list[str]:
     out = ["| paired speedup vs dense | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-    for label, how in speed_settings(models[0]):
+    for label, how in speed_settings():
         out.append(f"| {label} | " + " | ".join(
             mean_sd(column(pick(rows, m, **how), "speedup_vs_dense"), 3, "×") for m in models) + " |")
     out.append("| dense median latency, ms (batch 32): torch-eager / DeepSparse / ONNX Runtime | " + " | ".join(

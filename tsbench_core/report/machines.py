@@ -46,16 +46,14 @@ def machine_label(environment: dict[str, Any], fingerprint: str) -> str:
 def machines(runs: Sequence[dict[str, Any]], rows: Iterable[dict[str, Any]]) -> list[Machine]:
     """The CPUs that measured ``rows`` (through each row's ``run_id``), in order of their first run; a row whose
     run is not in ``runs`` counts under ``UNRECORDED``. CPUs with runs but no rows here are left out."""
-    by_run: dict[str, str] = {}
+    by_run = _fingerprint_by_run(runs)
     found: dict[str, Machine] = {}
     for run in runs:  # the store sorts runs by start time, so the last environment seen is the latest
         env = run.get("environment") or {}
-        key = fingerprint_of(env)
-        machine = found.setdefault(key, Machine(key, env))
+        machine = found.setdefault(fingerprint_of(env), Machine(fingerprint_of(env), env))
         if env:
             machine.environment = env
         machine.run_ids.append(str(run.get("run_id")))
-        by_run[str(run.get("run_id"))] = key
     for row in rows:
         key = by_run.get(str(row.get("run_id")), UNRECORDED)
         found.setdefault(key, Machine(key, {})).rows += 1
@@ -70,10 +68,15 @@ def rows_per_machine(runs: Sequence[dict[str, Any]], rows: Iterable[dict[str, An
 def with_cpu(rows: Iterable[dict[str, Any]], runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with ``cpu_fingerprint`` and ``cpu_label`` of the CPU that measured it (through its ``run_id``;
     derived columns, not stored: ``tables.DERIVED_COLUMNS``)."""
-    by_run = {str(r.get("run_id")): r.get("environment") or {} for r in runs}
+    by_run = _fingerprint_by_run(runs)
+    environments = {str(r.get("run_id")): r.get("environment") or {} for r in runs}
     out = []
     for row in rows:
-        env = by_run.get(str(row.get("run_id")))
-        key = fingerprint_of(env) if env is not None else UNRECORDED
-        out.append({**row, "cpu_fingerprint": key, "cpu_label": machine_label(env or {}, key)})
+        run_id = str(row.get("run_id"))
+        key = by_run.get(run_id, UNRECORDED)
+        out.append({**row, "cpu_fingerprint": key, "cpu_label": machine_label(environments.get(run_id, {}), key)})
     return out
+
+
+def _fingerprint_by_run(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    return {str(r.get("run_id")): fingerprint_of(r.get("environment") or {}) for r in runs}
