@@ -59,6 +59,18 @@ def test_files_exist(report: tuple[Path, list[Path]]) -> None:
     assert not list(out.rglob(".*")), "temporary files left behind"
 
 
+def test_plots_are_the_same_bytes_when_written_again(report: tuple[Path, list[Path]], report_store: Path,
+                                                    tmp_path: Path) -> None:
+    # Regenerated study plots must differ in git only where their data does (no date, no random SVG ids).
+    out, written = report
+    again = tmp_path / "again"
+    write_report(report_store, SPEC_NAME, again, [])
+    plots = [p for p in written if p.suffix in (".png", ".svg")]
+    assert plots
+    for path in plots:
+        assert (again / path.relative_to(out)).read_bytes() == path.read_bytes(), path.name
+
+
 def test_images_decode_and_are_not_blank(report: tuple[Path, list[Path]]) -> None:
     import matplotlib.image
 

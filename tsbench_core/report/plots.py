@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -74,12 +75,18 @@ def _log_axis(axis: Any, template: str = "{:g}", use_si: bool = False) -> None:
 
 
 def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` into ``folder`` atomically; returns both paths."""
+    """Write ``stem.png`` and ``stem.svg`` into ``folder`` atomically; returns both paths.
+
+    The same figure gives the same bytes: no date in the metadata, and SVG element ids from a fixed salt (by
+    default matplotlib draws them at random), so a regenerated report differs in git only where its data does.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in ("png", "svg"):
-        written.append(write_atomic(folder / f"{stem}.{fmt}",
-                                    lambda handle, fmt=fmt: fig.savefig(handle, format=fmt, dpi=120)))
+        metadata = {"Date": None} if fmt == "svg" else None
+        with rc_context({"svg.hashsalt": stem}):
+            written.append(write_atomic(folder / f"{stem}.{fmt}", lambda handle, fmt=fmt, metadata=metadata:
+                                        fig.savefig(handle, format=fmt, dpi=120, metadata=metadata)))
         fig.set_layout_engine("none")  # the layout is done: the SVG reuses it (half the drawing time)
     return written
 
