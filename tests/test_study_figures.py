@@ -86,3 +86,18 @@ def test_a_budget_takes_the_best_setting_whose_every_seed_fits(tmp_path: Path) -
     assert "none" in lines["5"]
     assert "m magnitude 90.0% deepsparse" in lines["50"] and f"{statistics.mean([0.45, 0.47]):.4f}" in lines["50"]
     assert "m dense deepsparse" in lines["100"] and "2 of 2" in lines["100"]
+
+
+def test_the_magnitude_curve_pairs_each_sparsity_with_its_runtimes_speedups(tmp_path: Path) -> None:
+    figures = _figures()
+    rows = [_row(pruner="magnitude", seed=s, target_sparsity="0.832228", mse=m, speedup_vs_dense=1.0)
+            for s, m in ((1, 0.41), (2, 0.43))]
+    rows += [_row(pruner="magnitude", runtime="deepsparse", seed=s, target_sparsity="0.832228", mse=0.9,
+                  speedup_vs_dense=v) for s, v in ((1, 1.8), (2, 2.0))]
+    rows += [_row(pruner="magnitude", seed=1, target_sparsity="0.832228", mse=5.0, fine_tune='{"epochs": 1}')]
+    loaded = figures.load(_csv(tmp_path / "m.csv", rows))
+    line = next(line for line in figures.magnitude_table(loaded, "m") if line.startswith("| 83.2%"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == f"{statistics.mean([0.41, 0.43]):.4f} ± {statistics.stdev([0.41, 0.43]):.4f} (n = 2)"
+    assert cells[2] == f"{statistics.mean([1.8, 2.0]):.2f} ± {statistics.stdev([1.8, 2.0]):.2f}× (n = 2)"
+    assert cells[3] == "1.00 ± 0.00× (n = 2)"

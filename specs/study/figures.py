@@ -120,6 +120,20 @@ def structured_table(rows: list[Row], model: str) -> list[str]:
     return out
 
 
+def magnitude_table(rows: list[Row], model: str) -> list[str]:
+    """The one-shot magnitude curve: test MSE (torch) and the paired speedup on DeepSparse and in torch eager,
+    batch 32, per sparsity of the grid."""
+    out = [f"| {model}, one-shot magnitude, batch 32 | test MSE | paired speedup, DeepSparse | "
+           "paired speedup, torch eager |", "|---|---|---|---|"]
+    for target in STRUCTURED_GRID:
+        eager = pick(rows, model, pruner="magnitude", target=target)
+        sparse = pick(rows, model, pruner="magnitude", runtime="deepsparse", target=target)
+        out.append(f"| {float(target):.1%} | {mean_sd(column(eager, 'mse'))} | "
+                   f"{mean_sd(column(sparse, 'speedup_vs_dense'), 2, '×')} | "
+                   f"{mean_sd(column(eager, 'speedup_vs_dense'), 2, '×')} |")
+    return out
+
+
 def speed_settings() -> list[tuple[str, dict]]:
     settings = []
     for batch in ("32", "1"):
@@ -194,6 +208,7 @@ def main(argv: list[str]) -> int:
               budget_table(rows)]
     blocks += [structured_table(rows, m) for m in models if pick(rows, m, pruner="structured",
                                                                   runtime="onnxruntime")]
+    blocks += [magnitude_table(rows, m) for m in models if pick(rows, m, pruner="magnitude")]
     print("\n\n".join("\n".join(b) for b in blocks))
     return 0
 
