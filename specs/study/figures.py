@@ -20,7 +20,7 @@ DEFAULT_CSV = Path(__file__).resolve().parents[2] / "docs" / "study" / "results.
 # the one-shot grid's sparsities nearest the fine-tuned ones: 1 - 0.8**3, 1 - 0.8**10, and 0.05 density
 ONE_SHOT = ("0.488", "0.892626", "0.95")
 BUDGETS_MS = (1.0, 5.0, 20.0, 50.0, 200.0)
-STRUCTURED_GRID = ("0.2", "0.36", "0.488", "0.5904", "0.67232", "0.737856", "0.790285", "0.832228", "0.865782",
+ONE_SHOT_GRID = ("0.2", "0.36", "0.488", "0.5904", "0.67232", "0.737856", "0.790285", "0.832228", "0.865782",
                    "0.892626", "0.95")
 
 
@@ -106,7 +106,7 @@ def accuracy_table(rows: list[Row], models: list[str]) -> list[str]:
 def structured_table(rows: list[Row], model: str) -> list[str]:
     out = [f"| {model}, structured, ONNX Runtime, batch 32 | MAC reduction | paired speedup | speedup / MACs |",
            "|---|---|---|---|"]
-    for target in STRUCTURED_GRID:
+    for target in ONE_SHOT_GRID:
         cells = pick(rows, model, pruner="structured", runtime="onnxruntime", target=target)
         # a structured model is physically smaller: its own macs_dense are the pruned MACs, so the reduction
         # is the dense model's MACs (same seed) over the pruned model's
@@ -125,7 +125,7 @@ def magnitude_table(rows: list[Row], model: str) -> list[str]:
     batch 32, per sparsity of the grid."""
     out = [f"| {model}, one-shot magnitude, batch 32 | test MSE | paired speedup, DeepSparse | "
            "paired speedup, torch eager |", "|---|---|---|---|"]
-    for target in STRUCTURED_GRID:
+    for target in ONE_SHOT_GRID:
         eager = pick(rows, model, pruner="magnitude", target=target)
         sparse = pick(rows, model, pruner="magnitude", runtime="deepsparse", target=target)
         out.append(f"| {float(target):.1%} | {mean_sd(column(eager, 'mse'))} | "
